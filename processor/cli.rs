@@ -1,0 +1,195 @@
+//! The command-line interface.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::controls::{builtin_sources, load_dir};
+use crate::demo::{self, DemoOptions};
+use crate::embedded::{produce_all, Record};
+use crate::generate::{generate, to_avro, to_json, Encoding, GenConfig};
+use crate::metrics::{self, Metrics};
+use crate::pipeline::{wall_ms, Pipeline};
+use crate::schema::{Catalog, Topic};
+
+#[derive(Parser, Debug)]
+#[command(name = "vigil", version, about = "Streaming SOX-compliance processor: Kafka in, SQL controls over Arrow, violations out")]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the processor against a Kafka cluster.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory of .sql controls; overrides controls.dir.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+    },
+    /// Write a synthetic event stream and its ground truth.
+    Generate {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Produce to this Kafka cluster (topics named by --config, or change, ci, access, deploy).
+        #[arg(long, conflicts_with = "out")]
+        brokers: Option<String>,
+        /// Config whose [topics] names the input topics.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Payload encoding when producing to Kafka.
+        #[arg(long, value_enum, default_value_t = Encoding::Avro)]
+        format: Encoding,
+        /// Write <topic>.jsonl files and truth.json here instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where to write the ground truth (default: truth.json in --out, or stdout).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+    },
+    /// Run everything in one process: an embedded broker, a generated stream
+    /// and the processor, then compare with the ground truth.
+    Demo {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Write the summary as JSON here.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+        /// Undecodable records to mix in (they must reach the dead-letter topic).
+        #[arg(long, default_value_t = 5)]
+        bad_records: usize,
+        #[arg(long, value_enum, default_value_t = Encoding::Avro)]
+        format: Encoding,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Serve /metrics here while the demo runs.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Do not print violations as they are found.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+/// Runs the parsed command; the binary's only job is to call this.
+pub async fn main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run { config, queries } => run(config, queries).await.map(|_| 0),
+        Command::Generate { events, seed, brokers, config, format, out, truth } => {
+            generate_cmd(events, seed, brokers, config, format, out, truth).await.map(|_| 0)
+        }
+        Command::Demo { events, seed, summary_json, bad_records, format, partitions, metrics_addr, quiet } => {
+            let options = DemoOptions {
+                events,
+                seed,
+                bad_records,
+                encoding: format,
+                partitions,
+                print: !quiet,
+                metrics_addr,
+                timeout: Duration::from_secs(600),
+            };
+            let summary = demo::run(options).await?;
+            demo::print_summary(&summary);
+            if let Some(path) = summary_json {
+                let text = serde_json::to_string_pretty(&summary)?;
+                std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(if summary.exact() { 0 } else { 1 })
+        }
+    }
+}
+
+async fn run(config_path: PathBuf, queries: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(&config_path).map_err(anyhow::Error::msg)?;
+    let sources = match queries.as_ref().or(config.controls_dir.as_ref()) {
+        Some(dir) => load_dir(dir).map_err(anyhow::Error::msg)?,
+        None => builtin_sources(),
+    };
+    let metrics = Metrics::new();
+    if let Some(addr) = config.metrics_addr {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, m).await {
+                tracing::error!(%addr, error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    let pipeline = Pipeline::new(config, &sources, metrics).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupted; stopping after the current tick");
+        let _ = stop_tx.send(true);
+    });
+    pipeline.run(stop_rx).await
+}
+
+async fn generate_cmd(
+    events: usize,
+    seed: u64,
+    brokers: Option<String>,
+    config: Option<PathBuf>,
+    format: Encoding,
+    out: Option<PathBuf>,
+    truth_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let (stream, truth) = generate(&GenConfig::new(events, seed, wall_ms()));
+    let truth_json = serde_json::to_string_pretty(&truth)? + "\n";
+    if let Some(dir) = &out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for topic in Topic::ALL {
+            let path = dir.join(format!("{topic}.jsonl"));
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+            );
+            for e in stream.iter().filter(|e| e.topic == topic) {
+                file.write_all(&to_json(catalog.event(topic), &e.fields))?;
+                file.write_all(b"\n")?;
+            }
+        }
+        let path = truth_path.unwrap_or_else(|| dir.join("truth.json"));
+        std::fs::write(&path, &truth_json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("generate: {} events and {} expected violations in {}", stream.len(), truth.violations.len(), dir.display());
+        return Ok(());
+    }
+    let Some(brokers) = brokers else {
+        anyhow::bail!("say where the stream goes: --brokers HOST:PORT or --out DIR");
+    };
+    let topics = match &config {
+        Some(path) => Config::load(path).map_err(anyhow::Error::msg)?.input_topics,
+        None => Topic::ALL.map(|t| t.name().to_string()),
+    };
+    let mut records = Vec::with_capacity(stream.len());
+    for e in &stream {
+        let schema = catalog.event(e.topic);
+        let payload = match format {
+            Encoding::Json => to_json(schema, &e.fields),
+            Encoding::Avro => to_avro(schema, &e.fields).map_err(anyhow::Error::msg)?,
+        };
+        records.push(Record { topic: topics[e.topic.index()].clone(), key: e.key.clone(), payload });
+    }
+    produce_all(&brokers, &records).await?;
+    match truth_path {
+        Some(path) => std::fs::write(&path, &truth_json).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{truth_json}"),
+    }
+    eprintln!("generate: produced {} events to {brokers}; {} expected violations", stream.len(), truth.violations.len());
+    Ok(())
+}

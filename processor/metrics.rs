@@ -1,0 +1,140 @@
+//! Prometheus metrics and the HTTP endpoint that serves them.
+//!
+//! Labels are bounded: topic (logical name), reason, control, severity.
+//! Never user, deploy or commit ids.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric Vigil exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_consumed: IntCounterVec,
+    pub events_rejected: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub violations: IntCounterVec,
+    pub late_triggers: IntCounterVec,
+    pub watermark: GaugeVec,
+    pub evaluation_seconds: HistogramVec,
+    pub state_rows: IntGaugeVec,
+    pub state_bytes: IntGaugeVec,
+    pub pending_triggers: IntGauge,
+    pub ready: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let build = IntGaugeVec::new(
+            Opts::new("vigil_build_info", "Vigil's version; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(build.clone())).expect("unique metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let watermark = GaugeVec::new(
+            Opts::new("vigil_watermark_seconds", "Lowest partition watermark of the topic, Unix seconds."),
+            &["topic"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(watermark.clone())).expect("unique metric");
+        let evaluation_seconds = HistogramVec::new(
+            HistogramOpts::new("vigil_evaluation_duration_seconds", "Time to evaluate one control over its due triggers.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["control"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(evaluation_seconds.clone())).expect("unique metric");
+        let pending = IntGauge::new("vigil_pending_triggers", "Trigger rows waiting for their decision time.")
+            .expect("valid metric");
+        registry.register(Box::new(pending.clone())).expect("unique metric");
+        let ready = IntGauge::new("vigil_ready", "1 when partitions are assigned and the pipeline is running.")
+            .expect("valid metric");
+        registry.register(Box::new(ready.clone())).expect("unique metric");
+        Arc::new(Metrics {
+            events_consumed: counter("vigil_events_consumed_total", "Input records read, by topic.", &["topic"]),
+            events_rejected: counter(
+                "vigil_events_rejected_total",
+                "Input records that could not be decoded, by topic and reason.",
+                &["topic", "reason"],
+            ),
+            dead_letters: counter(
+                "vigil_dead_letters_total",
+                "Records acknowledged on the dead-letter topic, by source topic and reason.",
+                &["topic", "reason"],
+            ),
+            violations: counter(
+                "vigil_violations_total",
+                "Violations published, by control and severity.",
+                &["control", "severity"],
+            ),
+            late_triggers: counter(
+                "vigil_late_triggers_total",
+                "Triggers judged after the watermark had passed their decision time.",
+                &["control"],
+            ),
+            watermark,
+            evaluation_seconds,
+            state_rows: int_gauge("vigil_state_rows", "Events retained in state, by topic.", &["topic"]),
+            state_bytes: int_gauge("vigil_state_bytes", "Memory held by retained events, by topic.", &["topic"]),
+            pending_triggers: pending,
+            ready,
+            registry,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let m = metrics.clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    if m.ready.get() == 1 {
+                        (StatusCode::OK, "ready\n").into_response()
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}

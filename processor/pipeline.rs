@@ -1,0 +1,269 @@
+//! The processing loop: source → decode → state and pending triggers →
+//! controls at each tick → sink → offset commit.
+//!
+//! Order within a tick is what makes a crash safe: violations and dead
+//! letters are acknowledged by the broker before state is evicted, and the
+//! committed offset of a partition never passes the lowest offset the state
+//! still retains. A restart therefore replays every event a future decision
+//! may need, and re-decides nothing differently (violation ids are
+//! deterministic).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::controls::{ControlSet, ControlSource};
+use crate::decode::{Decoder, RawMessage, SchemaResolver};
+use crate::metrics::Metrics;
+use crate::schema::{Catalog, Topic};
+use crate::sink::{DeadLetter, Sink};
+use crate::source::{InMessage, Source};
+use crate::state::State;
+use crate::time::{TopicPartition, Watermarks};
+use crate::violation::Violation;
+
+/// What the pipeline has done so far; published after every tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Status {
+    pub consumed: u64,
+    pub rejected: u64,
+    pub violations: u64,
+    pub pending_triggers: usize,
+    pub watermark: Option<i64>,
+    pub caught_up: bool,
+    pub ticks: u64,
+}
+
+/// Most messages decoded as one batch.
+const MAX_BATCH: usize = 8192;
+
+pub struct Pipeline {
+    config: Config,
+    catalog: Arc<Catalog>,
+    decoders: [Decoder; 4],
+    state: State,
+    controls: ControlSet,
+    watermarks: Watermarks,
+    metrics: Arc<Metrics>,
+    source: Source,
+    sink: Sink,
+    next_offsets: BTreeMap<TopicPartition, i64>,
+    dead: Vec<DeadLetter>,
+    status: Status,
+    status_tx: watch::Sender<Status>,
+    /// Called with each violation once it is acknowledged (the demo prints them).
+    on_violation: Option<Box<dyn Fn(&Violation) + Send>>,
+}
+
+impl Pipeline {
+    /// Builds every part; a bad control or config stops here.
+    pub async fn new(config: Config, sources: &[ControlSource], metrics: Arc<Metrics>) -> anyhow::Result<Pipeline> {
+        let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+        let resolver = Arc::new(
+            SchemaResolver::new(config.schemas_dir.as_deref(), config.schema_registry_url.clone())
+                .map_err(anyhow::Error::msg)?,
+        );
+        let decoders = Topic::ALL.map(|t| {
+            Decoder::new(catalog.event(t).clone(), resolver.clone(), config.formats[t.index()], config.time_bounds)
+        });
+        let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+        let controls = ControlSet::plan(sources, &catalog, &state).await?;
+        let source = Source::new(&config)?;
+        let sink = Sink::new(&config, catalog.violation.clone())?;
+        let (status_tx, _) = watch::channel(Status::default());
+        Ok(Pipeline {
+            watermarks: Watermarks::new(config.watermarks),
+            config,
+            catalog,
+            decoders,
+            state,
+            controls,
+            metrics,
+            source,
+            sink,
+            next_offsets: BTreeMap::new(),
+            dead: Vec::new(),
+            status: Status::default(),
+            status_tx,
+            on_violation: None,
+        })
+    }
+
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status_tx.subscribe()
+    }
+
+    pub fn on_violation(&mut self, f: impl Fn(&Violation) + Send + 'static) {
+        self.on_violation = Some(Box::new(f));
+    }
+
+    /// Runs until `shutdown` turns true. Errors are external failures that
+    /// retries did not cure (the broker refused outputs) or internal ones;
+    /// uncommitted input is replayed on restart.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        tracing::info!(
+            controls = self.controls.controls().len(),
+            retention_s = self.controls.retention().as_secs(),
+            "pipeline started"
+        );
+        let mut next_tick = Instant::now() + self.config.tick;
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            let messages = self.source.recv_batch(MAX_BATCH, next_tick).await;
+            self.ingest(messages)?;
+            if Instant::now() >= next_tick {
+                self.tick().await?;
+                next_tick = Instant::now() + self.config.tick;
+            }
+        }
+        self.metrics.ready.set(0);
+        Ok(())
+    }
+
+    fn ingest(&mut self, messages: Vec<InMessage>) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wall = wall_ms();
+        for topic in Topic::ALL {
+            let of_topic: Vec<&InMessage> = messages.iter().filter(|m| m.topic == topic).collect();
+            if of_topic.is_empty() {
+                continue;
+            }
+            let raw = of_topic
+                .iter()
+                .map(|m| RawMessage { payload: m.payload.as_deref(), partition: m.partition, offset: m.offset });
+            let decoded = self.decoders[topic.index()].decode(raw, wall);
+            self.metrics.events_consumed.with_label_values(&[topic.name()]).inc_by(of_topic.len() as u64);
+            self.status.consumed += of_topic.len() as u64;
+            for m in &of_topic {
+                self.next_offsets.insert((topic, m.partition), m.offset + 1);
+            }
+            for reject in decoded.rejects {
+                let m = of_topic.iter().find(|m| m.partition == reject.partition && m.offset == reject.offset);
+                let reason = reject.error.reason();
+                self.metrics.events_rejected.with_label_values(&[topic.name(), reason]).inc();
+                self.status.rejected += 1;
+                let source_topic = self.config.input_topics[topic.index()].clone();
+                tracing::debug!(%source_topic, partition = reject.partition, offset = reject.offset, error = %reject.error, "rejected record");
+                self.dead.push(DeadLetter {
+                    error: format!("{source_topic}/{}/{}: {}", reject.partition, reject.offset, reject.error),
+                    source_topic,
+                    partition: reject.partition,
+                    offset: reject.offset,
+                    key: m.and_then(|m| m.key.clone()),
+                    payload: m.and_then(|m| m.payload.clone()),
+                    reason,
+                });
+            }
+            for (partition, max_time) in decoded.max_time {
+                self.watermarks.observe((topic, partition), max_time, now);
+            }
+            if let Some(batch) = decoded.batch {
+                self.controls.admit(topic, &batch, self.watermarks.current())?;
+                self.state.append(topic, batch);
+            }
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let assigned = self.source.assignment();
+        self.watermarks.assign(&assigned);
+        for tp in &assigned {
+            let caught_up = self.source.caught_up(*tp, self.next_offsets.get(tp).copied());
+            self.watermarks.set_caught_up(*tp, caught_up, now);
+        }
+        self.metrics.ready.set(i64::from(!assigned.is_empty()));
+        let watermark = self.watermarks.advance(now, wall_ms());
+        let mut violations = Vec::new();
+        if let Some(w) = watermark {
+            for evaluation in self.controls.evaluate(w).await? {
+                let control = &self.controls.controls()[evaluation.control];
+                self.metrics
+                    .evaluation_seconds
+                    .with_label_values(&[control.meta.id.as_str()])
+                    .observe(evaluation.elapsed.as_secs_f64());
+                let detected_at = wall_ms();
+                for finding in evaluation.findings {
+                    if finding.late {
+                        self.metrics.late_triggers.with_label_values(&[control.meta.id.as_str()]).inc();
+                    }
+                    violations.push(Violation::new(control, finding, detected_at));
+                }
+            }
+        }
+        let dead = std::mem::take(&mut self.dead);
+        self.sink.publish(&violations, &dead).await?;
+        for d in &dead {
+            let topic = self.config.topic_of(&d.source_topic).map_or("unknown", Topic::name);
+            self.metrics.dead_letters.with_label_values(&[topic, d.reason]).inc();
+        }
+        for v in &violations {
+            self.metrics.violations.with_label_values(&[v.control_id.as_str(), v.severity.as_str()]).inc();
+            if let Some(f) = &self.on_violation {
+                f(v);
+            }
+        }
+        if let Some(w) = watermark {
+            let horizon = w.saturating_sub(crate::duration::millis(self.controls.retention()));
+            self.state.evict(horizon);
+        }
+        self.commit()?;
+        self.report(watermark, violations.len());
+        Ok(())
+    }
+
+    /// Commits, per partition, the lowest offset still retained, or the next
+    /// offset to read when nothing of the partition is retained.
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let low = self.state.low_water_offsets();
+        let offsets: BTreeMap<TopicPartition, i64> = self
+            .next_offsets
+            .iter()
+            .map(|(tp, next)| (*tp, low.get(tp).map_or(*next, |l| (*l).min(*next))))
+            .collect();
+        self.source.commit(&offsets)?;
+        Ok(())
+    }
+
+    fn report(&mut self, watermark: Option<i64>, published: usize) {
+        for (topic, w) in self.watermarks.per_topic() {
+            self.metrics.watermark.with_label_values(&[topic.name()]).set(w as f64 / 1000.0);
+        }
+        for topic in Topic::ALL {
+            let usage = self.state.usage(topic);
+            self.metrics.state_rows.with_label_values(&[topic.name()]).set(usage.rows as i64);
+            self.metrics.state_bytes.with_label_values(&[topic.name()]).set(usage.bytes as i64);
+        }
+        let pending = self.controls.pending_rows();
+        self.metrics.pending_triggers.set(pending as i64);
+        self.status.violations += published as u64;
+        self.status.pending_triggers = pending;
+        self.status.watermark = watermark;
+        self.status.caught_up = self.watermarks.all_caught_up();
+        self.status.ticks += 1;
+        self.status_tx.send_replace(self.status.clone());
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+}
+
+/// The wall clock in epoch milliseconds.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How long to wait between looks at a status channel.
+pub const STATUS_POLL: Duration = Duration::from_millis(50);

@@ -1,0 +1,134 @@
+//! Kafka out: violations (keyed by their deterministic id, Confluent-framed
+//! Avro) and dead letters (the original payload, with the reason and the
+//! source coordinates in headers). [`Sink::publish`] returns only when the
+//! broker has acknowledged every record, so the pipeline can commit input
+//! offsets after it.
+
+use std::time::Duration;
+
+use apache_avro::Schema as AvroSchema;
+use futures::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Config;
+use crate::decode::confluent_frame;
+use crate::violation::{Violation, VIOLATION_SCHEMA_ID};
+
+/// A record that could not be decoded, on its way to the dead-letter topic.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub source_topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub reason: &'static str,
+    pub error: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(KafkaError),
+    #[error("cannot encode violation {id}: {message}")]
+    Encode { id: String, message: String },
+    #[error("{topic}: delivery failed after librdkafka's retries: {source}")]
+    Delivery { topic: String, source: KafkaError },
+}
+
+pub struct Sink {
+    producer: FutureProducer,
+    violations_topic: String,
+    dead_letter_topic: String,
+    schema: AvroSchema,
+}
+
+impl Sink {
+    pub fn new(config: &Config, schema: AvroSchema) -> Result<Sink, SinkError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        for (k, v) in &config.kafka_properties {
+            client.set(k, v);
+        }
+        let producer = client.create().map_err(SinkError::Create)?;
+        Ok(Sink {
+            producer,
+            violations_topic: config.violations_topic.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+            schema,
+        })
+    }
+
+    /// Sends everything and waits for every acknowledgement.
+    pub async fn publish(&self, violations: &[Violation], dead: &[DeadLetter]) -> Result<(), SinkError> {
+        let mut deliveries = Vec::with_capacity(violations.len() + dead.len());
+        for v in violations {
+            let datum = v
+                .to_avro(&self.schema)
+                .map_err(|e| SinkError::Encode { id: v.id.clone(), message: e.to_string() })?;
+            let payload = confluent_frame(VIOLATION_SCHEMA_ID, &datum);
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "control_id", value: Some(v.control_id.as_str()) })
+                .insert(Header { key: "severity", value: Some(v.severity.as_str()) });
+            let record = FutureRecord::to(&self.violations_topic).key(&v.id).payload(&payload).headers(headers);
+            deliveries.push((self.violations_topic.as_str(), self.enqueue(record).await?));
+        }
+        for d in dead {
+            let partition = d.partition.to_string();
+            let offset = d.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "vigil.error", value: Some(d.error.as_str()) })
+                .insert(Header { key: "vigil.reason", value: Some(d.reason) })
+                .insert(Header { key: "vigil.source.topic", value: Some(d.source_topic.as_str()) })
+                .insert(Header { key: "vigil.source.partition", value: Some(partition.as_str()) })
+                .insert(Header { key: "vigil.source.offset", value: Some(offset.as_str()) });
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dead_letter_topic).headers(headers);
+            if let Some(k) = &d.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(p) = &d.payload {
+                record = record.payload(p.as_slice());
+            }
+            deliveries.push((self.dead_letter_topic.as_str(), self.enqueue(record).await?));
+        }
+        let (topics, futures): (Vec<&str>, Vec<_>) = deliveries.into_iter().unzip();
+        for (topic, result) in topics.into_iter().zip(join_all(futures).await) {
+            let failed = match result {
+                Ok(Ok(_)) => continue,
+                Ok(Err((source, _))) => source,
+                Err(_) => KafkaError::Canceled,
+            };
+            return Err(SinkError::Delivery { topic: topic.to_string(), source: failed });
+        }
+        Ok(())
+    }
+
+    /// Hands a record to librdkafka (which copies it), waiting while its
+    /// queue is full.
+    async fn enqueue<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+        &self,
+        mut record: FutureRecord<'_, K, P>,
+    ) -> Result<DeliveryFuture, SinkError> {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, rejected)) => {
+                    return Err(SinkError::Delivery { topic: rejected.topic.to_string(), source })
+                }
+            }
+        }
+    }
+}

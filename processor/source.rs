@@ -1,0 +1,186 @@
+//! Kafka in: one consumer in the configured group, subscribed to the four
+//! input topics. Offsets are stored and committed only when the pipeline
+//! says so; nothing is auto-committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::schema::Topic;
+use crate::time::TopicPartition;
+
+/// A consumed message, detached from the consumer.
+#[derive(Clone, Debug)]
+pub struct InMessage {
+    pub topic: Topic,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot create the Kafka consumer for {servers}: {source}; check kafka.bootstrap_servers and kafka.properties")]
+    Create { servers: String, source: KafkaError },
+    #[error("cannot subscribe to {topics}: {source}")]
+    Subscribe { topics: String, source: KafkaError },
+    #[error("offset commit failed: {0}")]
+    Commit(KafkaError),
+}
+
+pub struct Source {
+    consumer: StreamConsumer,
+    topics: [String; 4],
+    /// Start offsets of partitions nothing has been read from yet.
+    start_offsets: HashMap<TopicPartition, i64>,
+    last_commit: BTreeMap<TopicPartition, i64>,
+}
+
+impl Source {
+    pub fn new(config: &Config) -> Result<Source, SourceError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        for (k, v) in &config.kafka_properties {
+            client.set(k, v);
+        }
+        let consumer: StreamConsumer = client
+            .create()
+            .map_err(|source| SourceError::Create { servers: config.bootstrap_servers.clone(), source })?;
+        let names: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| SourceError::Subscribe { topics: names.join(", "), source })?;
+        Ok(Source {
+            consumer,
+            topics: config.input_topics.clone(),
+            start_offsets: HashMap::new(),
+            last_commit: BTreeMap::new(),
+        })
+    }
+
+    fn topic_of(&self, name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| self.topics[t.index()] == name)
+    }
+
+    /// Receives up to `max` messages, waiting no later than `deadline`.
+    pub async fn recv_batch(&self, max: usize, deadline: Instant) -> Vec<InMessage> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        while out.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    let Some(topic) = self.topic_of(m.topic()) else { continue };
+                    out.push(InMessage {
+                        topic,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
+                }
+                Ok(Err(e)) => {
+                    // Broker and network errors are retried inside librdkafka;
+                    // they surface here for visibility only.
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    if out.is_empty() {
+                        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(100))).await;
+                    }
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The partitions currently assigned to this instance.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        let Ok(list) = self.consumer.assignment() else { return Vec::new() };
+        list.elements()
+            .iter()
+            .filter_map(|e| self.topic_of(e.topic()).map(|t| (t, e.partition())))
+            .collect()
+    }
+
+    /// True when nothing is left to read on `tp`. `next_offset` is the offset
+    /// after the last message read from it, if any was.
+    pub fn caught_up(&mut self, tp: TopicPartition, next_offset: Option<i64>) -> bool {
+        let name = &self.topics[tp.0.index()];
+        let Some((low, high)) = cached_watermarks(&self.consumer, name, tp.1) else { return false };
+        let next = match next_offset {
+            Some(n) => n,
+            None => match self.start_offset(tp) {
+                Some(s) => s.max(low),
+                None => return false,
+            },
+        };
+        next >= high
+    }
+
+    fn start_offset(&mut self, tp: TopicPartition) -> Option<i64> {
+        if let Some(s) = self.start_offsets.get(&tp) {
+            return Some(*s);
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topics[tp.0.index()], tp.1);
+        let committed = self.consumer.committed_offsets(list, Duration::from_secs(2)).ok()?;
+        let offset = match committed.elements().first()?.offset() {
+            Offset::Offset(o) => o,
+            // Nothing committed: auto.offset.reset=earliest starts at the low mark.
+            _ => 0,
+        };
+        self.start_offsets.insert(tp, offset);
+        Some(offset)
+    }
+
+    /// Commits `offsets` (the next offset to read per partition) where they
+    /// moved since the last commit.
+    pub fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), SourceError> {
+        let mut list = TopicPartitionList::new();
+        for (tp, offset) in offsets {
+            if self.last_commit.get(tp) != Some(offset) {
+                list.add_partition_offset(&self.topics[tp.0.index()], tp.1, Offset::Offset(*offset))
+                    .map_err(SourceError::Commit)?;
+            }
+        }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        self.consumer.commit(&list, CommitMode::Sync).map_err(SourceError::Commit)?;
+        self.last_commit.extend(offsets.iter().map(|(k, v)| (*k, *v)));
+        Ok(())
+    }
+}
+
+/// The low and high offsets librdkafka last saw for a partition in fetch
+/// responses; no network round trip. `None` until the first fetch.
+fn cached_watermarks(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic is
+    // a NUL-terminated string that outlives the call; low and high are valid
+    // out-pointers. The function only reads librdkafka's cached state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low, high))
+}

@@ -1,0 +1,150 @@
+//! Retained events per topic.
+//!
+//! Each topic's state is a list of Arrow batches behind a shared handle that
+//! the control engine's tables read at scan time. Batches are evicted whole
+//! once their newest event is older than the retention horizon (the watermark
+//! minus the longest look-back of any control), so memory stays bounded by the
+//! event rate times the retention.
+//!
+//! The state also knows, per partition, the lowest offset it still retains:
+//! the pipeline commits no further than that, so a restart replays exactly
+//! the events that decisions may still need.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::array::{Array, Int32Array, Int64Array, TimestampMillisecondArray};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::schema::{EventSchema, Topic};
+
+/// A table's batches, shared with the control engine.
+pub type SharedBatches = Arc<RwLock<Vec<RecordBatch>>>;
+
+#[derive(Debug)]
+struct BatchMeta {
+    max_time: i64,
+    /// Lowest offset per partition in the batch.
+    min_offsets: Vec<(i32, i64)>,
+    rows: usize,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct TopicState {
+    batches: SharedBatches,
+    meta: Vec<BatchMeta>,
+}
+
+/// The retained events of all four topics.
+#[derive(Debug)]
+pub struct State {
+    topics: [TopicState; 4],
+    time_index: [usize; 4],
+}
+
+/// Row and byte counts of one topic's state, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl State {
+    pub fn new(schemas: [&EventSchema; 4]) -> State {
+        let topic = |_| TopicState { batches: Arc::default(), meta: Vec::new() };
+        State {
+            topics: [topic(0), topic(1), topic(2), topic(3)],
+            time_index: schemas.map(|s| s.time_index),
+        }
+    }
+
+    /// The handle the control engine reads `topic`'s table through.
+    pub fn table(&self, topic: Topic) -> SharedBatches {
+        self.topics[topic.index()].batches.clone()
+    }
+
+    /// Adds decoded rows. The batch must be in the topic's canonical schema.
+    pub fn append(&mut self, topic: Topic, batch: RecordBatch) {
+        let times = batch
+            .column(self.time_index[topic.index()])
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .expect("event_time is a millisecond timestamp");
+        let max_time = times.iter().flatten().max().unwrap_or(i64::MIN);
+        let meta = BatchMeta {
+            max_time,
+            min_offsets: min_offsets(&batch),
+            rows: batch.num_rows(),
+            bytes: batch.get_array_memory_size(),
+        };
+        let state = &mut self.topics[topic.index()];
+        write(&state.batches).push(batch);
+        state.meta.push(meta);
+    }
+
+    /// Drops every batch whose newest event is older than `horizon_ms`.
+    /// Returns the number of rows dropped.
+    pub fn evict(&mut self, horizon_ms: i64) -> usize {
+        let mut dropped = 0;
+        for state in &mut self.topics {
+            if state.meta.iter().all(|m| m.max_time >= horizon_ms) {
+                continue;
+            }
+            let mut batches = write(&state.batches);
+            let mut keep = state.meta.iter().map(|m| m.max_time >= horizon_ms);
+            batches.retain(|_| keep.next().unwrap_or(true));
+            state.meta.retain(|m| {
+                let k = m.max_time >= horizon_ms;
+                if !k {
+                    dropped += m.rows;
+                }
+                k
+            });
+        }
+        dropped
+    }
+
+    /// The lowest retained offset of every partition that has retained rows.
+    pub fn low_water_offsets(&self) -> BTreeMap<(Topic, i32), i64> {
+        let mut out = BTreeMap::new();
+        for topic in Topic::ALL {
+            for meta in &self.topics[topic.index()].meta {
+                for (p, o) in &meta.min_offsets {
+                    out.entry((topic, *p)).and_modify(|m: &mut i64| *m = (*m).min(*o)).or_insert(*o);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn usage(&self, topic: Topic) -> Usage {
+        let meta = &self.topics[topic.index()].meta;
+        Usage { rows: meta.iter().map(|m| m.rows).sum(), bytes: meta.iter().map(|m| m.bytes).sum() }
+    }
+}
+
+fn write(batches: &SharedBatches) -> std::sync::RwLockWriteGuard<'_, Vec<RecordBatch>> {
+    // A panic while holding the lock cannot leave the Vec half-updated: every
+    // mutation is a single push or retain.
+    batches.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn min_offsets(batch: &RecordBatch) -> Vec<(i32, i64)> {
+    let n = batch.num_columns();
+    let partitions = batch.column(n - 2).as_any().downcast_ref::<Int32Array>();
+    let offsets = batch.column(n - 1).as_any().downcast_ref::<Int64Array>();
+    let (Some(partitions), Some(offsets)) = (partitions, offsets) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(i32, i64)> = Vec::new();
+    for i in 0..batch.num_rows() {
+        let (p, o) = (partitions.value(i), offsets.value(i));
+        match out.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, m)) => *m = (*m).min(o),
+            None => out.push((p, o)),
+        }
+    }
+    debug_assert!(partitions.null_count() == 0);
+    out
+}
