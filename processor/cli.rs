@@ -18,7 +18,11 @@ use crate::pipeline::{wall_ms, Pipeline};
 use crate::schema::{Catalog, Topic};
 
 #[derive(Parser, Debug)]
-#[command(name = "vigil", version, about = "Streaming SOX-compliance processor: Kafka in, SQL controls over Arrow, violations out")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Streaming SOX-compliance processor: Kafka in, SQL controls over Arrow, violations out"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -166,7 +170,12 @@ async fn generate_cmd(
         }
         let path = truth_path.unwrap_or_else(|| dir.join("truth.json"));
         std::fs::write(&path, &truth_json).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("generate: {} events and {} expected violations in {}", stream.len(), truth.violations.len(), dir.display());
+        eprintln!(
+            "generate: {} events and {} expected violations in {}",
+            stream.len(),
+            truth.violations.len(),
+            dir.display()
+        );
         return Ok(());
     }
     let Some(brokers) = brokers else {
@@ -190,6 +199,10 @@ async fn generate_cmd(
         Some(path) => std::fs::write(&path, &truth_json).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{truth_json}"),
     }
-    eprintln!("generate: produced {} events to {brokers}; {} expected violations", stream.len(), truth.violations.len());
+    eprintln!(
+        "generate: produced {} events to {brokers}; {} expected violations",
+        stream.len(),
+        truth.violations.len()
+    );
     Ok(())
 }

@@ -89,7 +89,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
         let (topic, payload, _) = bad_record(i, &records[i % records.len().max(1)].payload);
         // Spread them through the stream, each after a good record of any topic.
         let at = (i + 1) * records.len() / (options.bad_records + 1);
-        records.insert(at.min(records.len()), Record { topic: config.input_topics[topic.index()].clone(), key: "bad".into(), payload });
+        records.insert(
+            at.min(records.len()),
+            Record { topic: config.input_topics[topic.index()].clone(), key: "bad".into(), payload },
+        );
     }
     produce_all(&bootstrap, &records).await?;
     eprintln!(
@@ -121,7 +124,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
     let deadline = Instant::now() + options.timeout;
     loop {
         let s = status.borrow_and_update().clone();
-        if s.consumed >= total && s.pending_triggers == 0 && s.caught_up && s.watermark.is_some_and(|w| w > truth_end(&events)) {
+        if s.consumed >= total
+            && s.pending_triggers == 0
+            && s.caught_up
+            && s.watermark.is_some_and(|w| w > truth_end(&events))
+        {
             break;
         }
         if running.is_finished() || Instant::now() > deadline {
@@ -160,7 +167,11 @@ fn demo_config(bootstrap: &str) -> anyhow::Result<Config> {
 }
 
 /// Matches published violations against the truth.
-fn compare(catalog: &Catalog, published: &[ReadRecord], expected: &[crate::generate::Expected]) -> anyhow::Result<Summary> {
+fn compare(
+    catalog: &Catalog,
+    published: &[ReadRecord],
+    expected: &[crate::generate::Expected],
+) -> anyhow::Result<Summary> {
     let mut seen: HashMap<String, Violation> = HashMap::new();
     let mut duplicates = 0;
     for r in published {
@@ -207,8 +218,18 @@ pub fn print_summary(s: &Summary) {
     }
     println!(
         "events={} expected={} found={} missing={} unexpected={} duplicates={} dead_letters={}/{} elapsed={:.1}s",
-        s.events, s.expected, s.found, s.missing, s.unexpected, s.duplicates, s.dead_letters, s.bad_records, s.elapsed_s
+        s.events,
+        s.expected,
+        s.found,
+        s.missing,
+        s.unexpected,
+        s.duplicates,
+        s.dead_letters,
+        s.bad_records,
+        s.elapsed_s
     );
-    println!("{}", if s.exact() { "demo: output equals the ground truth" } else { "demo: output DIFFERS from the ground truth" });
+    println!(
+        "{}",
+        if s.exact() { "demo: output equals the ground truth" } else { "demo: output DIFFERS from the ground truth" }
+    );
 }
-

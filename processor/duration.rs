@@ -10,9 +10,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("`{text}` has no unit; write e.g. `30s`, `15m`, `24h`, `30d`"))?;
     let (num, unit) = text.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let n: u64 = num.parse().map_err(|_| format!("`{text}` does not start with a whole number"))?;
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => 1,
@@ -21,11 +19,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         "w" => 7 * 86_400,
         "y" => 365 * 86_400,
-        _ => {
-            return Err(format!(
-                "`{text}` has unknown unit `{unit}`; use ms, s, m, h, d, w or y"
-            ))
-        }
+        _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m, h, d, w or y")),
     };
     Ok(Duration::from_secs(n * secs))
 }

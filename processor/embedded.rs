@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -111,11 +111,7 @@ pub fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> anyhow::Resu
         .set("enable.partition.eof", "true")
         .create_with_context(ReaderContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     let mut list = TopicPartitionList::new();
     for p in &partitions {
         list.add_partition_offset(topic, *p, Offset::Beginning)?;
@@ -138,7 +134,9 @@ pub fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> anyhow::Resu
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .map(|h| {
+                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
                             .collect()
                     })
                     .unwrap_or_default(),

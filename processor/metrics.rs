@@ -43,11 +43,8 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
-        let build = IntGaugeVec::new(
-            Opts::new("vigil_build_info", "Vigil's version; always 1."),
-            &["version"],
-        )
-        .expect("valid metric");
+        let build = IntGaugeVec::new(Opts::new("vigil_build_info", "Vigil's version; always 1."), &["version"])
+            .expect("valid metric");
         registry.register(Box::new(build.clone())).expect("unique metric");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let watermark = GaugeVec::new(
@@ -57,8 +54,11 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(watermark.clone())).expect("unique metric");
         let evaluation_seconds = HistogramVec::new(
-            HistogramOpts::new("vigil_evaluation_duration_seconds", "Time to evaluate one control over its due triggers.")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "vigil_evaluation_duration_seconds",
+                "Time to evaluate one control over its due triggers.",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             &["control"],
         )
         .expect("valid metric");

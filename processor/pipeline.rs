@@ -37,6 +37,9 @@ pub struct Status {
     pub ticks: u64,
 }
 
+/// Called with each published violation.
+type ViolationHook = Box<dyn Fn(&Violation) + Send>;
+
 /// Most messages decoded as one batch.
 const MAX_BATCH: usize = 8192;
 
@@ -55,7 +58,7 @@ pub struct Pipeline {
     status: Status,
     status_tx: watch::Sender<Status>,
     /// Called with each violation once it is acknowledged (the demo prints them).
-    on_violation: Option<Box<dyn Fn(&Violation) + Send>>,
+    on_violation: Option<ViolationHook>,
 }
 
 impl Pipeline {
@@ -136,9 +139,11 @@ impl Pipeline {
             if of_topic.is_empty() {
                 continue;
             }
-            let raw = of_topic
-                .iter()
-                .map(|m| RawMessage { payload: m.payload.as_deref(), partition: m.partition, offset: m.offset });
+            let raw = of_topic.iter().map(|m| RawMessage {
+                payload: m.payload.as_deref(),
+                partition: m.partition,
+                offset: m.offset,
+            });
             let decoded = self.decoders[topic.index()].decode(raw, wall);
             self.metrics.events_consumed.with_label_values(&[topic.name()]).inc_by(of_topic.len() as u64);
             self.status.consumed += of_topic.len() as u64;
@@ -225,11 +230,8 @@ impl Pipeline {
     /// offset to read when nothing of the partition is retained.
     fn commit(&mut self) -> anyhow::Result<()> {
         let low = self.state.low_water_offsets();
-        let offsets: BTreeMap<TopicPartition, i64> = self
-            .next_offsets
-            .iter()
-            .map(|(tp, next)| (*tp, low.get(tp).map_or(*next, |l| (*l).min(*next))))
-            .collect();
+        let offsets: BTreeMap<TopicPartition, i64> =
+            self.next_offsets.iter().map(|(tp, next)| (*tp, low.get(tp).map_or(*next, |l| (*l).min(*next)))).collect();
         self.source.commit(&offsets)?;
         Ok(())
     }
@@ -260,9 +262,7 @@ impl Pipeline {
 
 /// The wall clock in epoch milliseconds.
 pub fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How long to wait between looks at a status channel.

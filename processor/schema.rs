@@ -127,26 +127,17 @@ pub const OFFSET_COLUMN: &str = "_offset";
 
 impl EventSchema {
     fn load(topic: Topic) -> Result<EventSchema, String> {
-        let avro = AvroSchema::parse_str(topic.avsc())
-            .map_err(|e| format!("schemas/{topic}.avsc: {e}"))?;
+        let avro = AvroSchema::parse_str(topic.avsc()).map_err(|e| format!("schemas/{topic}.avsc: {e}"))?;
         let fields = field_specs(&avro).map_err(|e| format!("schemas/{topic}.avsc: {e}"))?;
         let time_index = fields
             .iter()
             .position(|f| f.name == "event_time" && f.kind == FieldKind::Timestamp && f.required)
             .ok_or_else(|| format!("schemas/{topic}.avsc: needs a required timestamp `event_time`"))?;
-        let mut arrow_fields: Vec<Field> = fields
-            .iter()
-            .map(|f| Field::new(&f.name, f.kind.arrow(), !f.required))
-            .collect();
+        let mut arrow_fields: Vec<Field> =
+            fields.iter().map(|f| Field::new(&f.name, f.kind.arrow(), !f.required)).collect();
         arrow_fields.push(Field::new(PARTITION_COLUMN, DataType::Int32, false));
         arrow_fields.push(Field::new(OFFSET_COLUMN, DataType::Int64, false));
-        Ok(EventSchema {
-            topic,
-            avro,
-            fields,
-            arrow: Arc::new(Schema::new(arrow_fields)),
-            time_index,
-        })
+        Ok(EventSchema { topic, avro, fields, arrow: Arc::new(Schema::new(arrow_fields)), time_index })
     }
 }
 
@@ -162,8 +153,7 @@ pub fn field_specs(schema: &AvroSchema) -> Result<Vec<FieldSpec>, String> {
         .map(|f| {
             let (inner, required) = match &f.schema {
                 AvroSchema::Union(u) => {
-                    let non_null: Vec<&AvroSchema> =
-                        u.variants().iter().filter(|s| **s != AvroSchema::Null).collect();
+                    let non_null: Vec<&AvroSchema> = u.variants().iter().filter(|s| **s != AvroSchema::Null).collect();
                     match non_null.as_slice() {
                         [one] if u.variants().len() == 2 => (*one, false),
                         _ => return Err(format!("field `{}`: only [null, T] unions are supported", f.name)),
@@ -199,8 +189,7 @@ impl Catalog {
         let load = |t| EventSchema::load(t).map(Arc::new);
         Ok(Arc::new(Catalog {
             events: [load(Topic::Change)?, load(Topic::Ci)?, load(Topic::Access)?, load(Topic::Deploy)?],
-            violation: AvroSchema::parse_str(VIOLATION_AVSC)
-                .map_err(|e| format!("schemas/violation.avsc: {e}"))?,
+            violation: AvroSchema::parse_str(VIOLATION_AVSC).map_err(|e| format!("schemas/violation.avsc: {e}"))?,
         }))
     }
 

@@ -10,8 +10,8 @@ use apache_avro::Schema as AvroSchema;
 use futures::future::join_all;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::message::ToBytes;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -72,9 +72,8 @@ impl Sink {
     pub async fn publish(&self, violations: &[Violation], dead: &[DeadLetter]) -> Result<(), SinkError> {
         let mut deliveries = Vec::with_capacity(violations.len() + dead.len());
         for v in violations {
-            let datum = v
-                .to_avro(&self.schema)
-                .map_err(|e| SinkError::Encode { id: v.id.clone(), message: e.to_string() })?;
+            let datum =
+                v.to_avro(&self.schema).map_err(|e| SinkError::Encode { id: v.id.clone(), message: e.to_string() })?;
             let payload = confluent_frame(VIOLATION_SCHEMA_ID, &datum);
             let headers = OwnedHeaders::new()
                 .insert(Header { key: "control_id", value: Some(v.control_id.as_str()) })

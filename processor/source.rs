@@ -27,7 +27,9 @@ pub struct InMessage {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot create the Kafka consumer for {servers}: {source}; check kafka.bootstrap_servers and kafka.properties")]
+    #[error(
+        "cannot create the Kafka consumer for {servers}: {source}; check kafka.bootstrap_servers and kafka.properties"
+    )]
     Create { servers: String, source: KafkaError },
     #[error("cannot subscribe to {topics}: {source}")]
     Subscribe { topics: String, source: KafkaError },
@@ -60,9 +62,7 @@ impl Source {
             .create()
             .map_err(|source| SourceError::Create { servers: config.bootstrap_servers.clone(), source })?;
         let names: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&names)
-            .map_err(|source| SourceError::Subscribe { topics: names.join(", "), source })?;
+        consumer.subscribe(&names).map_err(|source| SourceError::Subscribe { topics: names.join(", "), source })?;
         Ok(Source {
             consumer,
             topics: config.input_topics.clone(),
@@ -96,7 +96,10 @@ impl Source {
                     // they surface here for visibility only.
                     tracing::warn!(error = %e, "kafka consumer error");
                     if out.is_empty() {
-                        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(100))).await;
+                        tokio::time::sleep_until(
+                            deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+                        )
+                        .await;
                     }
                     break;
                 }
@@ -109,10 +112,7 @@ impl Source {
     /// The partitions currently assigned to this instance.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         let Ok(list) = self.consumer.assignment() else { return Vec::new() };
-        list.elements()
-            .iter()
-            .filter_map(|e| self.topic_of(e.topic()).map(|t| (t, e.partition())))
-            .collect()
+        list.elements().iter().filter_map(|e| self.topic_of(e.topic()).map(|t| (t, e.partition()))).collect()
     }
 
     /// True when nothing is left to read on `tp`. `next_offset` is the offset

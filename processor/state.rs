@@ -53,10 +53,7 @@ pub struct Usage {
 impl State {
     pub fn new(schemas: [&EventSchema; 4]) -> State {
         let topic = |_| TopicState { batches: Arc::default(), meta: Vec::new() };
-        State {
-            topics: [topic(0), topic(1), topic(2), topic(3)],
-            time_index: schemas.map(|s| s.time_index),
-        }
+        State { topics: [topic(0), topic(1), topic(2), topic(3)], time_index: schemas.map(|s| s.time_index) }
     }
 
     /// The handle the control engine reads `topic`'s table through.

@@ -69,10 +69,8 @@ impl Violation {
     /// The Avro datum (no framing) in `schemas/violation.avsc`.
     pub fn to_avro(&self, schema: &AvroSchema) -> Result<Vec<u8>, apache_avro::Error> {
         let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-        let severity_index = ["info", "low", "medium", "high", "critical"]
-            .iter()
-            .position(|s| *s == self.severity)
-            .unwrap_or(0) as u32;
+        let severity_index =
+            ["info", "low", "medium", "high", "critical"].iter().position(|s| *s == self.severity).unwrap_or(0) as u32;
         let record = Value::Record(vec![
             ("id".into(), Value::String(self.id.clone())),
             ("control_id".into(), Value::String(self.control_id.clone())),

@@ -94,18 +94,20 @@ pub fn parse(sql: &str) -> Result<ControlMeta, (usize, String)> {
     }
     let get = |key: &str| fields.iter().find(|(k, _, _)| *k == key).map(|(_, v, l)| (v.clone(), *l));
     let require = |key: &str| {
-        get(key).ok_or_else(|| (1, format!("header lacks `-- {key}: …`; every control needs id, title, severity and trigger")))
+        get(key).ok_or_else(|| {
+            (1, format!("header lacks `-- {key}: …`; every control needs id, title, severity and trigger"))
+        })
     };
     let (id, _) = require("id")?;
     let (title, _) = require("title")?;
     let (severity_text, severity_line) = require("severity")?;
-    let severity = Severity::ALL
-        .into_iter()
-        .find(|s| s.name() == severity_text)
-        .ok_or_else(|| (severity_line, format!("severity `{severity_text}` is not one of info, low, medium, high, critical")))?;
+    let severity = Severity::ALL.into_iter().find(|s| s.name() == severity_text).ok_or_else(|| {
+        (severity_line, format!("severity `{severity_text}` is not one of info, low, medium, high, critical"))
+    })?;
     let (trigger_text, trigger_line) = require("trigger")?;
-    let trigger = Topic::from_name(&trigger_text)
-        .ok_or_else(|| (trigger_line, format!("trigger `{trigger_text}` is not a topic; use change, ci, access or deploy")))?;
+    let trigger = Topic::from_name(&trigger_text).ok_or_else(|| {
+        (trigger_line, format!("trigger `{trigger_text}` is not a topic; use change, ci, access or deploy"))
+    })?;
     let duration_of = |key: &str| -> Result<Duration, (usize, String)> {
         match get(key) {
             Some((text, line)) => duration::parse(&text).map_err(|e| (line, format!("{key}: {e}"))),
@@ -132,7 +134,8 @@ mod tests {
 
     #[test]
     fn parses_a_full_header() {
-        let meta = parse("-- id: X-1\n-- title: T\n-- severity: high\n-- trigger: deploy\n-- grace: 15m\nSELECT 1").unwrap();
+        let meta =
+            parse("-- id: X-1\n-- title: T\n-- severity: high\n-- trigger: deploy\n-- grace: 15m\nSELECT 1").unwrap();
         assert_eq!(meta.id, "X-1");
         assert_eq!(meta.severity, Severity::High);
         assert_eq!(meta.trigger, Topic::Deploy);

@@ -92,11 +92,7 @@ pub struct ControlSet {
 
 impl ControlSet {
     /// Parses and plans every source against the state's tables.
-    pub async fn plan(
-        sources: &[ControlSource],
-        catalog: &Catalog,
-        state: &State,
-    ) -> Result<ControlSet, ControlError> {
+    pub async fn plan(sources: &[ControlSource], catalog: &Catalog, state: &State) -> Result<ControlSet, ControlError> {
         let mut controls = Vec::with_capacity(sources.len());
         for source in sources {
             let control = plan_one(source, catalog, state).await?;
@@ -124,10 +120,7 @@ impl ControlSet {
 
     /// Trigger rows not yet decided, over all controls.
     pub fn pending_rows(&self) -> usize {
-        self.controls
-            .iter()
-            .map(|c| c.pending.iter().chain(&c.late).map(RecordBatch::num_rows).sum::<usize>())
-            .sum()
+        self.controls.iter().map(|c| c.pending.iter().chain(&c.late).map(RecordBatch::num_rows).sum::<usize>()).sum()
     }
 
     /// Offers new rows of `topic` to the controls it triggers. Rows whose
@@ -195,23 +188,24 @@ impl Control {
     }
 
     /// Splits rows into (decision time ≤ watermark, the rest).
-    fn split_due(&self, batch: &RecordBatch, watermark: i64) -> Result<(Option<RecordBatch>, Option<RecordBatch>), ControlError> {
+    fn split_due(
+        &self,
+        batch: &RecordBatch,
+        watermark: i64,
+    ) -> Result<(Option<RecordBatch>, Option<RecordBatch>), ControlError> {
         let cut = watermark.saturating_sub(crate::duration::millis(self.meta.grace));
         let times = batch.column(self.time_index);
         let mask = lt_eq(times, &TimestampMillisecondArray::new_scalar(cut)).map_err(|e| self.run_error(e))?;
         let non_empty = |b: RecordBatch| (b.num_rows() > 0).then_some(b);
         let due = filter_record_batch(batch, &mask).map_err(|e| self.run_error(e))?;
-        let rest = filter_record_batch(batch, &not(&mask).map_err(|e| self.run_error(e))?)
-            .map_err(|e| self.run_error(e))?;
+        let rest =
+            filter_record_batch(batch, &not(&mask).map_err(|e| self.run_error(e))?).map_err(|e| self.run_error(e))?;
         Ok((non_empty(due), non_empty(rest)))
     }
 
     async fn run(&mut self, due: Vec<RecordBatch>, late: bool) -> Result<Vec<Finding>, ControlError> {
         *self.due.write().unwrap_or_else(|p| p.into_inner()) = due;
-        let result = async {
-            self.ctx.execute_logical_plan(self.plan.clone()).await?.collect().await
-        }
-        .await;
+        let result = async { self.ctx.execute_logical_plan(self.plan.clone()).await?.collect().await }.await;
         self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
         let batches = result.map_err(|e| self.run_error(e))?;
         let mut findings = Vec::new();
@@ -227,8 +221,11 @@ impl Control {
 
 async fn plan_one(source: &ControlSource, catalog: &Catalog, state: &State) -> Result<Control, ControlError> {
     let file = source.file.clone();
-    let meta = meta::parse(&source.sql)
-        .map_err(|(line, message)| ControlError::Header { file: file.clone(), line, message })?;
+    let meta = meta::parse(&source.sql).map_err(|(line, message)| ControlError::Header {
+        file: file.clone(),
+        line,
+        message,
+    })?;
     let plan_err = |message: String| ControlError::Plan { file: file.clone(), message };
     let config = SessionConfig::new().with_target_partitions(1);
     let ctx = SessionContext::new_with_config(config);
@@ -293,16 +290,26 @@ fn check_output(fields: &[Arc<Field>]) -> Result<(), String> {
             t => is_text(t),
         };
         if !ok {
-            return Err(format!("evidence column `{}` must be text or a list of text, it is {}", f.name(), f.data_type()));
+            return Err(format!(
+                "evidence column `{}` must be text or a list of text, it is {}",
+                f.name(),
+                f.data_type()
+            ));
         }
     }
     Ok(())
 }
 
 fn text_column(batch: &RecordBatch, name: &str) -> datafusion::error::Result<StringArray> {
-    let column = batch.column_by_name(name).ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("no column {name}")))?;
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("no column {name}")))?;
     let column = cast(column, &DataType::Utf8)?;
-    Ok(column.as_any().downcast_ref::<StringArray>().cloned().unwrap_or_else(|| StringArray::from(Vec::<String>::new())))
+    Ok(column
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .unwrap_or_else(|| StringArray::from(Vec::<String>::new())))
 }
 
 fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding>) -> datafusion::error::Result<()> {
@@ -310,10 +317,16 @@ fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding>) -> dataf
     let service = text_column(batch, "service")?;
     let message = text_column(batch, "message")?;
     let time = cast(
-        batch.column_by_name("event_time").ok_or_else(|| datafusion::error::DataFusionError::Plan("no event_time".into()))?,
+        batch
+            .column_by_name("event_time")
+            .ok_or_else(|| datafusion::error::DataFusionError::Plan("no event_time".into()))?,
         &DataType::Timestamp(TimeUnit::Millisecond, None),
     )?;
-    let time = time.as_any().downcast_ref::<TimestampMillisecondArray>().cloned().unwrap_or_else(|| TimestampMillisecondArray::from(Vec::<i64>::new()));
+    let time = time
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .cloned()
+        .unwrap_or_else(|| TimestampMillisecondArray::from(Vec::<i64>::new()));
     let mut evidence_columns: Vec<Evidence> = Vec::new();
     for (i, field) in batch.schema().fields().iter().enumerate() {
         if !field.name().starts_with("evidence") {
@@ -323,9 +336,20 @@ fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding>) -> dataf
         evidence_columns.push(match field.data_type() {
             DataType::List(_) | DataType::LargeList(_) => {
                 let list = cast(column, &DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))))?;
-                Evidence::List(list.as_any().downcast_ref::<ListArray>().cloned().unwrap_or_else(|| ListArray::new_null(Arc::new(Field::new("item", DataType::Utf8, true)), 0)))
+                Evidence::List(
+                    list.as_any()
+                        .downcast_ref::<ListArray>()
+                        .cloned()
+                        .unwrap_or_else(|| ListArray::new_null(Arc::new(Field::new("item", DataType::Utf8, true)), 0)),
+                )
             }
-            _ => Evidence::Text(cast(column, &DataType::Utf8)?.as_any().downcast_ref::<StringArray>().cloned().unwrap_or_else(|| StringArray::from(Vec::<String>::new()))),
+            _ => Evidence::Text(
+                cast(column, &DataType::Utf8)?
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .unwrap_or_else(|| StringArray::from(Vec::<String>::new())),
+            ),
         });
     }
     for row in 0..batch.num_rows() {
@@ -362,7 +386,8 @@ impl Evidence {
             Evidence::List(l) if l.is_valid(row) => {
                 let values = l.value(row);
                 if let Some(strings) = values.as_any().downcast_ref::<StringArray>() {
-                    let mut items: Vec<String> = strings.iter().flatten().filter(|s| !s.is_empty()).map(str::to_string).collect();
+                    let mut items: Vec<String> =
+                        strings.iter().flatten().filter(|s| !s.is_empty()).map(str::to_string).collect();
                     items.sort();
                     out.extend(items);
                 }

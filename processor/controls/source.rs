@@ -24,8 +24,9 @@ pub fn builtin_sources() -> Vec<ControlSource> {
 
 /// Every `*.sql` file in `dir`, sorted by name.
 pub fn load_dir(dir: &Path) -> Result<Vec<ControlSource>, String> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}; point --queries (or controls.dir) at the directory of .sql controls", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        format!("{}: {e}; point --queries (or controls.dir) at the directory of .sql controls", dir.display())
+    })?;
     let mut paths = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();

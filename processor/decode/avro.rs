@@ -35,7 +35,7 @@ impl SchemaResolver {
     /// registry URL when given.
     pub fn new(dir: Option<&Path>, registry: Option<String>) -> Result<SchemaResolver, String> {
         let mut local = HashMap::new();
-        load_ids(IDS_TOML, "schemas/ids.toml", |file| builtin_avsc(file), &mut local)?;
+        load_ids(IDS_TOML, "schemas/ids.toml", builtin_avsc, &mut local)?;
         if let Some(dir) = dir {
             let ids_path = dir.join("ids.toml");
             let text = std::fs::read_to_string(&ids_path)
@@ -80,12 +80,9 @@ fn load_ids(
     read: impl Fn(&str) -> Result<String, String>,
     into: &mut HashMap<u32, Arc<AvroSchema>>,
 ) -> Result<(), String> {
-    let table: HashMap<String, String> =
-        toml::from_str(toml_text).map_err(|e| format!("{origin}: {e}"))?;
+    let table: HashMap<String, String> = toml::from_str(toml_text).map_err(|e| format!("{origin}: {e}"))?;
     for (id, file) in table {
-        let id: u32 = id
-            .parse()
-            .map_err(|_| format!("{origin}: key `{id}` is not a schema id (a whole number)"))?;
+        let id: u32 = id.parse().map_err(|_| format!("{origin}: key `{id}` is not a schema id (a whole number)"))?;
         let schema = AvroSchema::parse_str(&read(&file)?).map_err(|e| format!("{origin}: {file}: {e}"))?;
         into.insert(id, Arc::new(schema));
     }
@@ -108,9 +105,7 @@ fn fetch(url: &str, id: u32) -> Result<Arc<AvroSchema>, DecodeError> {
         .body_mut()
         .read_json()
         .map_err(|e| bad(format!("schema registry {url} sent an unreadable answer: {e}")))?;
-    AvroSchema::parse_str(&answer.schema)
-        .map(Arc::new)
-        .map_err(|e| bad(format!("registry schema does not parse: {e}")))
+    AvroSchema::parse_str(&answer.schema).map(Arc::new).map_err(|e| bad(format!("registry schema does not parse: {e}")))
 }
 
 /// Reads a Confluent-framed datum with its writer schema, resolved to the
@@ -133,12 +128,33 @@ pub(super) fn plain_row(schema: &EventSchema, bytes: &[u8]) -> Result<Vec<Cell>,
     datum_row(schema, &schema.avro, bytes)
 }
 
-fn datum_row(schema: &EventSchema, writer: &AvroSchema, mut datum: &[u8]) -> Result<Vec<Cell>, DecodeError> {
+/// A reader that remembers whether anyone tried to read past its end.
+/// apache-avro decodes a union whose index is cut off by the end of input as
+/// null, so a datum truncated at a union would otherwise pass as valid.
+struct EofWatch<'a> {
+    rest: &'a [u8],
+    hit_end: bool,
+}
+
+impl std::io::Read for EofWatch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.rest.is_empty() {
+            self.hit_end = true;
+        }
+        self.rest.read(buf)
+    }
+}
+
+fn datum_row(schema: &EventSchema, writer: &AvroSchema, datum: &[u8]) -> Result<Vec<Cell>, DecodeError> {
     let reader = (writer != &schema.avro).then_some(&schema.avro);
-    let value = apache_avro::from_avro_datum(writer, &mut datum, reader)
-        .map_err(|e| DecodeError::Avro(e.to_string()))?;
-    if !datum.is_empty() {
-        return Err(DecodeError::TrailingBytes(datum.len()));
+    let mut input = EofWatch { rest: datum, hit_end: false };
+    let value =
+        apache_avro::from_avro_datum(writer, &mut input, reader).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    if input.hit_end {
+        return Err(DecodeError::Avro("the datum ends early".into()));
+    }
+    if !input.rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(input.rest.len()));
     }
     let Value::Record(fields) = value else {
         return Err(DecodeError::Avro("the datum is not a record".into()));

@@ -38,11 +38,9 @@ pub(super) fn row(schema: &EventSchema, bytes: &[u8]) -> Result<Vec<Cell>, Decod
                         }
                     }
                     (FieldKind::Long, Value::Number(n)) => n.as_i64().map(Cell::Long).ok_or_else(|| wrong(v)),
-                    (FieldKind::Int, Value::Number(n)) => n
-                        .as_i64()
-                        .and_then(|n| i32::try_from(n).ok())
-                        .map(Cell::Int)
-                        .ok_or_else(|| wrong(v)),
+                    (FieldKind::Int, Value::Number(n)) => {
+                        n.as_i64().and_then(|n| i32::try_from(n).ok()).map(Cell::Int).ok_or_else(|| wrong(v))
+                    }
                     (FieldKind::Bool, Value::Bool(b)) => Ok(Cell::Bool(*b)),
                     (FieldKind::Timestamp, Value::Number(n)) => n.as_i64().map(Cell::Long).ok_or_else(|| wrong(v)),
                     (FieldKind::Timestamp, Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)

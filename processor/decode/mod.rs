@@ -143,12 +143,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(
-        schema: Arc<EventSchema>,
-        resolver: Arc<SchemaResolver>,
-        format: Format,
-        bounds: TimeBounds,
-    ) -> Decoder {
+    pub fn new(schema: Arc<EventSchema>, resolver: Arc<SchemaResolver>, format: Format, bounds: TimeBounds) -> Decoder {
         Decoder { schema, resolver, format, bounds }
     }
 

@@ -55,7 +55,9 @@ pub fn to_avro(schema: &EventSchema, fields: &Map<String, Json>) -> Result<Vec<u
                 Value::Enum(index as u32, s.clone())
             }
             (FieldKind::Long, Json::Number(n)) => Value::Long(n.as_i64().ok_or("not an integer")?),
-            (FieldKind::Int, Json::Number(n)) => Value::Int(n.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or("not an int")?),
+            (FieldKind::Int, Json::Number(n)) => {
+                Value::Int(n.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or("not an int")?)
+            }
             (FieldKind::Bool, Json::Bool(b)) => Value::Boolean(*b),
             (FieldKind::Timestamp, Json::Number(n)) => Value::TimestampMillis(n.as_i64().ok_or("not a timestamp")?),
             (kind, v) => return Err(format!("{}: {v} does not fit {kind:?}", spec.name)),

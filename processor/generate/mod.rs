@@ -97,7 +97,7 @@ impl Org {
         ];
         Org {
             services: vec!["payments", "ledger", "billing", "checkout", "identity", "reporting", "gateway", "risk"],
-            engineers: names.iter().map(|n| format!("{n}")).collect(),
+            engineers: names.iter().map(|n| n.to_string()).collect(),
             approvers: vec!["cab-maria".into(), "cab-oscar".into(), "cab-priya".into()],
             pipeline_account: "svc-deploybot",
         }

@@ -152,35 +152,59 @@ impl Story {
         let repo = format!("acme/{service}");
         let pr = 1000 + self.n as i64;
         let run = format!("run-{:06}", self.n);
-        self.push(Topic::Ci, 0, json!({"kind": "pr_review", "repo": repo, "service": service, "commit_sha": sha,
-            "pr_number": pr, "actor": self.reviewer, "author": self.author, "review_state": "approved"}));
-        self.push(Topic::Ci, 5 * MIN, json!({"kind": "pr_merged", "repo": repo, "service": service, "commit_sha": sha,
-            "pr_number": pr, "actor": self.reviewer, "author": self.author}));
+        self.push(
+            Topic::Ci,
+            0,
+            json!({"kind": "pr_review", "repo": repo, "service": service, "commit_sha": sha,
+            "pr_number": pr, "actor": self.reviewer, "author": self.author, "review_state": "approved"}),
+        );
+        self.push(
+            Topic::Ci,
+            5 * MIN,
+            json!({"kind": "pr_merged", "repo": repo, "service": service, "commit_sha": sha,
+            "pr_number": pr, "actor": self.reviewer, "author": self.author}),
+        );
         self.push(Topic::Ci, 10 * MIN, json!({"kind": "build", "repo": repo, "service": service, "commit_sha": sha,
             "actor": "github-actions", "author": self.author, "outcome": "success", "artifact_digest": digest, "pipeline_run_id": run}));
-        self.push(Topic::Ci, 15 * MIN, json!({"kind": "test", "repo": repo, "service": service, "commit_sha": sha,
-            "actor": "github-actions", "outcome": "success", "pipeline_run_id": run}));
+        self.push(
+            Topic::Ci,
+            15 * MIN,
+            json!({"kind": "test", "repo": repo, "service": service, "commit_sha": sha,
+            "actor": "github-actions", "outcome": "success", "pipeline_run_id": run}),
+        );
         let (sast_outcome, sca_critical) = match self.scan {
             Some(ScanFault::SastFailed) => ("failure", 0),
             Some(ScanFault::CriticalFindings) => ("success", 2),
             _ => ("success", 0),
         };
         if !matches!(self.scan, Some(ScanFault::NoSast)) {
-            self.push(Topic::Ci, 17 * MIN, json!({"kind": "scan", "repo": repo, "service": service, "commit_sha": sha,
+            self.push(
+                Topic::Ci,
+                17 * MIN,
+                json!({"kind": "scan", "repo": repo, "service": service, "commit_sha": sha,
                 "actor": "github-actions", "outcome": sast_outcome, "scan_type": "sast", "findings_critical": 0,
-                "findings_high": 1, "pipeline_run_id": run}));
+                "findings_high": 1, "pipeline_run_id": run}),
+            );
         }
         if !matches!(self.scan, Some(ScanFault::NoSca)) {
-            self.push(Topic::Ci, 18 * MIN, json!({"kind": "scan", "repo": repo, "service": service, "commit_sha": sha,
+            self.push(
+                Topic::Ci,
+                18 * MIN,
+                json!({"kind": "scan", "repo": repo, "service": service, "commit_sha": sha,
                 "actor": "github-actions", "outcome": "success", "scan_type": "sca", "findings_critical": sca_critical,
-                "findings_high": 0, "artifact_digest": digest, "pipeline_run_id": run}));
+                "findings_high": 0, "artifact_digest": digest, "pipeline_run_id": run}),
+            );
         }
         let change_id = format!("CHG-{:06}", self.n);
-        let cr_service = if matches!(self.change, Some(ChangeFault::OtherService)) { self.other_service } else { service };
-        let cr = |action: &str, actor: &str| json!({"change_id": change_id, "service": cr_service, "action": action,
+        let cr_service =
+            if matches!(self.change, Some(ChangeFault::OtherService)) { self.other_service } else { service };
+        let cr = |action: &str, actor: &str| {
+            json!({"change_id": change_id, "service": cr_service, "action": action,
             "actor": actor, "requester": self.author, "change_type": "normal",
-            "window_start": self.t0 + 30 * MIN, "window_end": self.t0 + 4 * HOUR});
-        let (created, approved, rejected) = (cr("created", &self.author), cr("approved", &self.approver), cr("rejected", &self.approver));
+            "window_start": self.t0 + 30 * MIN, "window_end": self.t0 + 4 * HOUR})
+        };
+        let (created, approved, rejected) =
+            (cr("created", &self.author), cr("approved", &self.approver), cr("rejected", &self.approver));
         match self.change {
             Some(ChangeFault::NoChangeRequest) => {}
             Some(ChangeFault::NeverApproved) => self.push(Topic::Change, 20 * MIN, created),
@@ -207,7 +231,11 @@ impl Story {
         self.push(Topic::Deploy, 28 * MIN, deploy("staging", "started", staging.clone(), "svc-deploybot", true, &None));
         self.push(Topic::Deploy, 30 * MIN, deploy("staging", "succeeded", staging, "svc-deploybot", true, &None));
         let (id, actor, automated) = (self.deploy_id(), self.deployer.clone(), self.automated);
-        self.push(Topic::Deploy, 40 * MIN, deploy("production", "started", id.clone(), &actor, automated, &deploy_change));
+        self.push(
+            Topic::Deploy,
+            40 * MIN,
+            deploy("production", "started", id.clone(), &actor, automated, &deploy_change),
+        );
         let last = if self.fails { "failed" } else { "succeeded" };
         self.push(Topic::Deploy, 45 * MIN, deploy("production", last, id, &actor, automated, &deploy_change));
     }
