@@ -55,6 +55,9 @@ pub struct Summary {
     pub per_control: BTreeMap<String, ControlCount>,
     #[serde(skip)]
     pub dead_letter_records: Vec<ReadRecord>,
+    /// The processor's /metrics text at the end of the run.
+    #[serde(skip)]
+    pub metrics_text: String,
 }
 
 impl Summary {
@@ -111,7 +114,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
             }
         });
     }
-    let mut pipeline = Pipeline::new(config.clone(), &builtin_sources(), metrics).await?;
+    let mut pipeline = Pipeline::new(config.clone(), &builtin_sources(), metrics.clone()).await?;
     if options.print {
         pipeline.on_violation(|v: &Violation| {
             println!("{:<7} {:<8} {:<10} {}", v.control_id, v.severity, v.service, v.message);
@@ -149,6 +152,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
     summary.dead_letters = dead.len();
     summary.dead_letter_records = dead;
     summary.elapsed_s = started.elapsed().as_secs_f64();
+    summary.metrics_text = metrics.render();
     Ok(summary)
 }
 

@@ -120,6 +120,9 @@ pub struct EventSchema {
     pub arrow: SchemaRef,
     /// Position of `event_time` in `fields` (and in `arrow`).
     pub time_index: usize,
+    /// sha-256 of the schema's canonical form: equal writer schemas need no
+    /// resolution.
+    pub fingerprint: [u8; 32],
 }
 
 pub const PARTITION_COLUMN: &str = "_partition";
@@ -137,8 +140,15 @@ impl EventSchema {
             fields.iter().map(|f| Field::new(&f.name, f.kind.arrow(), !f.required)).collect();
         arrow_fields.push(Field::new(PARTITION_COLUMN, DataType::Int32, false));
         arrow_fields.push(Field::new(OFFSET_COLUMN, DataType::Int64, false));
-        Ok(EventSchema { topic, avro, fields, arrow: Arc::new(Schema::new(arrow_fields)), time_index })
+        let fingerprint = fingerprint(&avro);
+        Ok(EventSchema { topic, avro, fields, arrow: Arc::new(Schema::new(arrow_fields)), time_index, fingerprint })
     }
+}
+
+/// sha-256 of an Avro schema's parsing canonical form.
+pub fn fingerprint(schema: &AvroSchema) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(schema.canonical_form().as_bytes()).into()
 }
 
 /// Flattens an Avro record schema into field specs. Optional fields are

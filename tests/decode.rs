@@ -190,3 +190,58 @@ fn every_truncation_of_an_avro_datum_is_rejected() {
         assert_eq!(one(&d, &good), Ok(1));
     }
 }
+
+/// A one-route schema registry: `GET /schemas/ids/77` answers a writer schema
+/// that has one field more than the canonical deploy schema.
+fn fake_registry(hits: Arc<std::sync::atomic::AtomicUsize>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut writer: serde_json::Value = serde_json::from_str(include_str!("../schemas/deploy.avsc")).unwrap();
+    writer["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "region", "type": "string"}));
+    let body = serde_json::json!({ "schema": writer.to_string() }).to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            reader.read_line(&mut line).unwrap();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (status, body) = if line.starts_with("GET /schemas/ids/77 ") {
+                ("200 OK", body.as_str())
+            } else {
+                ("404 Not Found", "{}")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn writer_schema_from_a_registry_is_resolved_to_the_canonical_one() {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = fake_registry(hits.clone());
+    let catalog = Catalog::builtin().unwrap();
+    let resolver = Arc::new(SchemaResolver::new(None, Some(url)).unwrap());
+    let d = Decoder::new(catalog.event(Topic::Deploy).clone(), resolver, Format::Avro, TimeBounds::default());
+    // The canonical datum followed by the writer's extra string field.
+    let canonical = to_avro(catalog.event(Topic::Deploy), &sample(Topic::Deploy)).unwrap();
+    let mut datum = canonical[5..].to_vec();
+    datum.extend_from_slice(&[8, b'e', b'u', b'-', b'1']);
+    let framed = confluent_frame(77, &datum);
+    assert_eq!(one(&d, &framed), Ok(1));
+    assert_eq!(one(&d, &framed), Ok(1));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the schema is fetched once");
+    assert_eq!(one(&d, &confluent_frame(78, &datum)), Err(DecodeError::UnknownSchemaId(78)));
+}

@@ -9,7 +9,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema as AvroSchema;
 
 use super::{Cell, DecodeError};
-use crate::schema::{EventSchema, FieldKind, IDS_TOML};
+use crate::schema::{fingerprint, EventSchema, FieldKind, IDS_TOML};
 
 /// Frames an Avro datum in the Confluent wire format.
 pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
@@ -25,9 +25,21 @@ pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
 /// `GET /schemas/ids/{id}`. Answers are cached, misses included, so an unknown
 /// id costs one registry round trip.
 pub struct SchemaResolver {
-    local: HashMap<u32, Arc<AvroSchema>>,
+    local: HashMap<u32, Arc<WriterSchema>>,
     registry: Option<String>,
-    cache: Mutex<HashMap<u32, Result<Arc<AvroSchema>, DecodeError>>>,
+    cache: Mutex<HashMap<u32, Result<Arc<WriterSchema>, DecodeError>>>,
+}
+
+/// A writer schema and its fingerprint.
+pub struct WriterSchema {
+    pub schema: AvroSchema,
+    pub fingerprint: [u8; 32],
+}
+
+impl WriterSchema {
+    fn new(schema: AvroSchema) -> Arc<WriterSchema> {
+        Arc::new(WriterSchema { fingerprint: fingerprint(&schema), schema })
+    }
 }
 
 impl SchemaResolver {
@@ -50,7 +62,7 @@ impl SchemaResolver {
         Ok(SchemaResolver { local, registry, cache: Mutex::new(HashMap::new()) })
     }
 
-    pub fn resolve(&self, id: u32) -> Result<Arc<AvroSchema>, DecodeError> {
+    pub fn resolve(&self, id: u32) -> Result<Arc<WriterSchema>, DecodeError> {
         if let Some(s) = self.local.get(&id) {
             return Ok(s.clone());
         }
@@ -78,18 +90,18 @@ fn load_ids(
     toml_text: &str,
     origin: &str,
     read: impl Fn(&str) -> Result<String, String>,
-    into: &mut HashMap<u32, Arc<AvroSchema>>,
+    into: &mut HashMap<u32, Arc<WriterSchema>>,
 ) -> Result<(), String> {
     let table: HashMap<String, String> = toml::from_str(toml_text).map_err(|e| format!("{origin}: {e}"))?;
     for (id, file) in table {
         let id: u32 = id.parse().map_err(|_| format!("{origin}: key `{id}` is not a schema id (a whole number)"))?;
         let schema = AvroSchema::parse_str(&read(&file)?).map_err(|e| format!("{origin}: {file}: {e}"))?;
-        into.insert(id, Arc::new(schema));
+        into.insert(id, WriterSchema::new(schema));
     }
     Ok(())
 }
 
-fn fetch(url: &str, id: u32) -> Result<Arc<AvroSchema>, DecodeError> {
+fn fetch(url: &str, id: u32) -> Result<Arc<WriterSchema>, DecodeError> {
     #[derive(serde::Deserialize)]
     struct Answer {
         schema: String,
@@ -105,7 +117,9 @@ fn fetch(url: &str, id: u32) -> Result<Arc<AvroSchema>, DecodeError> {
         .body_mut()
         .read_json()
         .map_err(|e| bad(format!("schema registry {url} sent an unreadable answer: {e}")))?;
-    AvroSchema::parse_str(&answer.schema).map(Arc::new).map_err(|e| bad(format!("registry schema does not parse: {e}")))
+    AvroSchema::parse_str(&answer.schema)
+        .map(WriterSchema::new)
+        .map_err(|e| bad(format!("registry schema does not parse: {e}")))
 }
 
 /// Reads a Confluent-framed datum with its writer schema, resolved to the
@@ -120,12 +134,12 @@ pub(super) fn confluent_row(
     }
     let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let writer = resolver.resolve(id)?;
-    datum_row(schema, &writer, &bytes[5..])
+    datum_row(schema, &writer.schema, writer.fingerprint, &bytes[5..])
 }
 
 /// Reads a bare datum written with the canonical schema.
 pub(super) fn plain_row(schema: &EventSchema, bytes: &[u8]) -> Result<Vec<Cell>, DecodeError> {
-    datum_row(schema, &schema.avro, bytes)
+    datum_row(schema, &schema.avro, schema.fingerprint, bytes)
 }
 
 /// A reader that remembers whether anyone tried to read past its end.
@@ -145,8 +159,13 @@ impl std::io::Read for EofWatch<'_> {
     }
 }
 
-fn datum_row(schema: &EventSchema, writer: &AvroSchema, datum: &[u8]) -> Result<Vec<Cell>, DecodeError> {
-    let reader = (writer != &schema.avro).then_some(&schema.avro);
+fn datum_row(
+    schema: &EventSchema,
+    writer: &AvroSchema,
+    writer_fingerprint: [u8; 32],
+    datum: &[u8],
+) -> Result<Vec<Cell>, DecodeError> {
+    let reader = (writer_fingerprint != schema.fingerprint).then_some(&schema.avro);
     let mut input = EofWatch { rest: datum, hit_end: false };
     let value =
         apache_avro::from_avro_datum(writer, &mut input, reader).map_err(|e| DecodeError::Avro(e.to_string()))?;

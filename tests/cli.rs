@@ -1,0 +1,111 @@
+//! The binary as a user runs it: `vigil generate` into a broker, `vigil run`
+//! against it, violations read back from the topic; and start-up errors.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vigil::embedded::{read_all, EmbeddedBroker};
+use vigil::generate::Truth;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> std::path::PathBuf {
+    let path = dir.join("vigil.toml");
+    let text = format!(
+        "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cli-test\"\n\n\
+         [time]\ntick = \"200ms\"\nidle_timeout = \"1s\"\n\n\
+         [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Kills the child when the test ends, pass or fail.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn generate_then_run_publishes_exactly_the_truth() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    for topic in ["change", "ci", "access", "deploy", "vigil-violations"] {
+        broker.create_topic(topic, 2).unwrap();
+    }
+    broker.create_topic("vigil-dead-letter", 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let truth_path = dir.path().join("truth.json");
+    let status = Command::new(VIGIL)
+        .args(["generate", "--events", "4000", "--seed", "5", "--brokers", &bootstrap, "--truth"])
+        .arg(&truth_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let truth: Truth = serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
+    let expected: BTreeSet<String> = truth.violations.iter().map(|v| v.id.clone()).collect();
+    assert!(!expected.is_empty());
+
+    let port = free_port();
+    let config = write_config(dir.path(), &bootstrap, port);
+    let _run =
+        Running(Command::new(VIGIL).args(["run", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let found = loop {
+        let records = read_all(&bootstrap, "vigil-violations", Duration::from_secs(30)).unwrap();
+        let ids: BTreeSet<String> =
+            records.iter().map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap()).collect();
+        if ids.len() >= expected.len() || Instant::now() > deadline {
+            assert_eq!(records.len(), ids.len(), "no id published twice");
+            break ids;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(found, expected);
+
+    let metrics =
+        ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains("vigil_events_consumed_total{topic=\"deploy\"}"), "{metrics}");
+    assert!(metrics.contains("vigil_build_info"), "{metrics}");
+    let ready = ureq::get(&format!("http://127.0.0.1:{port}/readyz")).call().unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[test]
+fn a_broken_query_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let queries = dir.path().join("queries");
+    std::fs::create_dir(&queries).unwrap();
+    std::fs::copy("queries/cm-01.sql", queries.join("cm-01.sql")).unwrap();
+    std::fs::write(
+        queries.join("zz-broken.sql"),
+        "-- id: ZZ-1\n-- title: broken\n-- severity: low\n-- trigger: deploy\nSELECT no_such_column AS subject FROM due\n",
+    )
+    .unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:1", free_port());
+    let out =
+        Command::new(VIGIL).args(["run", "--config"]).arg(&config).arg("--queries").arg(&queries).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("zz-broken.sql") && stderr.contains("no_such_column"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, "[time]\nlateness = \"5m\"\n").unwrap();
+    let out = Command::new(VIGIL).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("vigil.toml") && stderr.contains("lateness"), "{stderr}");
+}
