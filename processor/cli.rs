@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::controls::{builtin_sources, load_dir};
 use crate::demo::{self, DemoOptions};
-use crate::embedded::{produce_all, Record};
-use crate::generate::{generate, to_avro, to_json, Encoding, GenConfig};
+use crate::embedded::produce_all;
+use crate::generate::{generate, records, to_json, Encoding, GenConfig};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{wall_ms, Pipeline};
 use crate::schema::{Catalog, Topic};
@@ -185,15 +185,7 @@ async fn generate_cmd(
         Some(path) => Config::load(path).map_err(anyhow::Error::msg)?.input_topics,
         None => Topic::ALL.map(|t| t.name().to_string()),
     };
-    let mut records = Vec::with_capacity(stream.len());
-    for e in &stream {
-        let schema = catalog.event(e.topic);
-        let payload = match format {
-            Encoding::Json => to_json(schema, &e.fields),
-            Encoding::Avro => to_avro(schema, &e.fields).map_err(anyhow::Error::msg)?,
-        };
-        records.push(Record { topic: topics[e.topic.index()].clone(), key: e.key.clone(), payload });
-    }
+    let records = records(&catalog, &stream, format, &topics).map_err(anyhow::Error::msg)?;
     produce_all(&brokers, &records).await?;
     match truth_path {
         Some(path) => std::fs::write(&path, &truth_json).with_context(|| format!("writing {}", path.display()))?,

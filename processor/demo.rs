@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::config::{Config, RawConfig};
 use crate::controls::builtin_sources;
 use crate::embedded::{produce_all, read_all, EmbeddedBroker, ReadRecord, Record};
-use crate::generate::{bad_record, generate, to_avro, to_json, Encoding, GenConfig};
+use crate::generate::{bad_record, generate, records, Encoding, GenConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{wall_ms, Pipeline, STATUS_POLL};
 use crate::schema::Catalog;
@@ -79,15 +79,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
     broker.create_topic(&config.dead_letter_topic, 1)?;
 
     let (events, truth) = generate(&GenConfig::new(options.events, options.seed, wall_ms()));
-    let mut records = Vec::with_capacity(events.len() + options.bad_records);
-    for e in &events {
-        let schema = catalog.event(e.topic);
-        let payload = match options.encoding {
-            Encoding::Json => to_json(schema, &e.fields),
-            Encoding::Avro => to_avro(schema, &e.fields).map_err(anyhow::Error::msg)?,
-        };
-        records.push(Record { topic: config.input_topics[e.topic.index()].clone(), key: e.key.clone(), payload });
-    }
+    let mut records = records(&catalog, &events, options.encoding, &config.input_topics).map_err(anyhow::Error::msg)?;
     for i in 0..options.bad_records {
         let (topic, payload, _) = bad_record(i, &records[i % records.len().max(1)].payload);
         // Spread them through the stream, each after a good record of any topic.

@@ -5,8 +5,10 @@ use apache_avro::types::Value;
 use apache_avro::Schema as AvroSchema;
 use serde_json::{Map, Value as Json};
 
+use super::Event;
 use crate::decode::{confluent_frame, format_ms};
-use crate::schema::{EventSchema, FieldKind, Topic};
+use crate::embedded::Record;
+use crate::schema::{Catalog, EventSchema, FieldKind, Topic};
 
 /// Payload encodings the generator can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -24,6 +26,27 @@ pub fn schema_id(topic: Topic) -> u32 {
         Topic::Access => 3,
         Topic::Deploy => 4,
     }
+}
+
+/// Kafka records for a generated stream, in `encoding`, to the topics named
+/// per logical topic in `topics`.
+pub fn records(
+    catalog: &Catalog,
+    events: &[Event],
+    encoding: Encoding,
+    topics: &[String; 4],
+) -> Result<Vec<Record>, String> {
+    events
+        .iter()
+        .map(|e| {
+            let schema = catalog.event(e.topic);
+            let payload = match encoding {
+                Encoding::Json => to_json(schema, &e.fields),
+                Encoding::Avro => to_avro(schema, &e.fields)?,
+            };
+            Ok(Record { topic: topics[e.topic.index()].clone(), key: e.key.clone(), payload })
+        })
+        .collect()
 }
 
 /// JSON text of an event; timestamps as RFC 3339.

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-pub use encode::{schema_id, to_avro, to_json, Encoding};
+pub use encode::{records, schema_id, to_avro, to_json, Encoding};
 
 use crate::schema::Topic;
 use crate::violation::violation_id;
