@@ -19,8 +19,11 @@ step "cargo test"
 cargo test
 
 step "demo acceptance: vigil demo --events 20000 --seed 7"
-summary="${CARGO_TARGET_DIR:-target}/demo-summary.json"
-cargo run --quiet -- demo --events 20000 --seed 7 --summary-json "$summary" --quiet
+# The binary `cargo test` just built: `cargo run` would resolve features
+# without dev-dependencies and rebuild DataFusion from scratch.
+target="${CARGO_TARGET_DIR:-target}"
+summary="$target/demo-summary.json"
+"$target/debug/vigil" demo --events 20000 --seed 7 --summary-json "$summary" --quiet
 python3 - "$summary" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
