@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::controls::{builtin_sources, load_dir};
+use crate::controls::{builtin_sources, load_dir, ControlSet, ControlSource};
 use crate::demo::{self, DemoOptions};
 use crate::embedded::produce_all;
 use crate::generate::{generate, records, to_json, Encoding, GenConfig};
@@ -63,6 +63,34 @@ pub enum Command {
         /// Where to write the ground truth (default: truth.json in --out, or stdout).
         #[arg(long)]
         truth: Option<PathBuf>,
+        /// Also write the generated organisation's identity map (an
+        /// [identities] table to append to the config) here.
+        #[arg(long)]
+        identities: Option<PathBuf>,
+    },
+    /// Run control test cases: DIR/*.sql against the fixtures in DIR/tests/*.toml.
+    Test {
+        /// Directory of controls with a tests/ subdirectory.
+        #[arg(default_value = "queries")]
+        dir: PathBuf,
+    },
+    /// Validate the config and every control against the schemas, without a broker.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Directory of .sql controls (default: controls.dir, or the built-in catalogue).
+        #[arg(long)]
+        queries: Option<PathBuf>,
+    },
+    /// Write the controls reference (Markdown) generated from the control headers.
+    Docs {
+        /// Directory of .sql controls (default: the built-in catalogue).
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run everything in one process: an embedded broker, a generated stream
     /// and the processor, then compare with the ground truth.
@@ -94,8 +122,26 @@ pub enum Command {
 pub async fn main(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run { config, queries } => run(config, queries).await.map(|_| 0),
-        Command::Generate { events, seed, brokers, config, format, out, truth } => {
+        Command::Generate { events, seed, brokers, config, format, out, truth, identities } => {
+            if let Some(path) = identities {
+                std::fs::write(&path, crate::generate::identities_toml())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             generate_cmd(events, seed, brokers, config, format, out, truth).await.map(|_| 0)
+        }
+        Command::Test { dir } => {
+            let report = crate::testing::run_dir(&dir).await.map_err(anyhow::Error::msg)?;
+            print!("{}", report.render());
+            Ok(if report.failed() == 0 { 0 } else { 1 })
+        }
+        Command::Check { config, queries } => check(config, queries).await,
+        Command::Docs { queries, out } => {
+            let text = crate::controls::reference(&sources(queries.as_ref())?).map_err(anyhow::Error::msg)?;
+            match out {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(0)
         }
         Command::Demo { events, seed, summary_json, bad_records, format, partitions, metrics_addr, quiet } => {
             let options = DemoOptions {
@@ -119,12 +165,54 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// The controls in `dir`, or the built-in catalogue.
+fn sources(dir: Option<&PathBuf>) -> anyhow::Result<Vec<ControlSource>> {
+    match dir {
+        Some(dir) => load_dir(dir).map_err(anyhow::Error::msg),
+        None => Ok(builtin_sources()),
+    }
+}
+
+/// `vigil check`: every problem, each naming its file; exit 1 if any.
+async fn check(config_path: Option<PathBuf>, queries: Option<PathBuf>) -> anyhow::Result<i32> {
+    let config = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(1);
+            }
+        },
+        None => None,
+    };
+    let dir = queries.as_ref().or(config.as_ref().and_then(|c| c.controls_dir.as_ref()));
+    let sources = match sources(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let identities = config.as_ref().map(|c| c.identities.clone()).unwrap_or_default();
+    let errors = ControlSet::check(&sources, &catalog, &identities).await;
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    let what = dir.map_or("the built-in catalogue".to_string(), |d| d.display().to_string());
+    if errors.is_empty() {
+        let config = config_path.map(|p| format!(" and {}", p.display())).unwrap_or_default();
+        println!("check: {} controls in {what}{config} are valid", sources.len());
+        Ok(0)
+    } else {
+        eprintln!("check: {} of {} controls in {what} have errors", errors.len(), sources.len());
+        Ok(1)
+    }
+}
+
 async fn run(config_path: PathBuf, queries: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(&config_path).map_err(anyhow::Error::msg)?;
-    let sources = match queries.as_ref().or(config.controls_dir.as_ref()) {
-        Some(dir) => load_dir(dir).map_err(anyhow::Error::msg)?,
-        None => builtin_sources(),
-    };
+    let sources = sources(queries.as_ref().or(config.controls_dir.as_ref()))?;
     let metrics = Metrics::new();
     if let Some(addr) = config.metrics_addr {
         let m = metrics.clone();

@@ -18,17 +18,22 @@
 //! [time]
 //! allowed_lateness = "5m"
 //! idle_timeout = "30s"
+//!
+//! [identities]                # principal = [the names it has in each tool]
+//! alice = ["alice-gh", "alice@acme.example"]
 //! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::decode::{Format, TimeBounds};
 use crate::duration;
+use crate::identity::Identities;
 use crate::schema::Topic;
 use crate::time::WatermarkConfig;
 
@@ -51,6 +56,9 @@ pub struct RawConfig {
     pub controls: RawControls,
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Principal → the names it goes by in each tool.
+    #[serde(default)]
+    pub identities: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +160,7 @@ pub struct Config {
     pub schema_registry_url: Option<String>,
     pub controls_dir: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
+    pub identities: Arc<Identities>,
 }
 
 impl Config {
@@ -211,6 +220,7 @@ impl Config {
             schema_registry_url: raw.decode.schema_registry_url,
             controls_dir: raw.controls.dir,
             metrics_addr,
+            identities: Arc::new(Identities::new(&raw.identities)?),
         })
     }
 

@@ -159,6 +159,7 @@ fn demo_config(bootstrap: &str) -> anyhow::Result<Config> {
     raw.kafka.group_id = "vigil-demo".into();
     raw.time.tick = Some("200ms".into());
     raw.time.idle_timeout = Some("2s".into());
+    raw.identities = crate::generate::identities();
     Config::validate(raw).map_err(anyhow::Error::msg)
 }
 

@@ -2,26 +2,40 @@
 
 use std::time::Duration;
 
-/// Parses `<number><unit>` with unit one of `ms`, `s`, `m`, `h`, `d`, `w`, `y`
-/// (365 days). Returns a message naming what was expected on error.
+/// Parses `<number><unit>`, or several in a row (`1h30m`, `24h1s`), with
+/// unit one of `ms`, `s`, `m`, `h`, `d`, `w`, `y` (365 days). Returns a
+/// message naming what was expected on error.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit; write e.g. `30s`, `15m`, `24h`, `30d`"))?;
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{text}` does not start with a whole number"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        "y" => 365 * 86_400,
-        _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m, h, d, w or y")),
-    };
-    Ok(Duration::from_secs(n * secs))
+    if text.is_empty() {
+        return Err("an empty duration; write e.g. `30s`, `15m`, `24h`, `30d`".into());
+    }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}` does not start with a whole number"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
+        let after = &rest[digits..];
+        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let unit = &after[..unit_len];
+        let part = match unit {
+            "" => return Err(format!("`{text}` has no unit; write e.g. `30s`, `15m`, `24h`, `30d`")),
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86_400),
+            "w" => Duration::from_secs(n * 7 * 86_400),
+            "y" => Duration::from_secs(n * 365 * 86_400),
+            _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m, h, d, w or y")),
+        };
+        total += part;
+        rest = &after[unit_len..];
+    }
+    Ok(total)
 }
 
 /// Milliseconds of a duration as the i64 used for event times.
@@ -38,6 +52,13 @@ mod tests {
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse("2d").unwrap(), Duration::from_secs(172_800));
+    }
+
+    #[test]
+    fn parses_compound_durations() {
+        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("24h1s").unwrap(), Duration::from_secs(86_401));
+        assert!(parse("1h30").unwrap_err().contains("no unit"));
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Pipeline {
             Decoder::new(catalog.event(t).clone(), resolver.clone(), config.formats[t.index()], config.time_bounds)
         });
         let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
-        let controls = ControlSet::plan(sources, &catalog, &state).await?;
+        let controls = ControlSet::plan(sources, &catalog, &state, &config.identities).await?;
         let source = Source::new(&config)?;
         let sink = Sink::new(&config, catalog.violation.clone())?;
         let (status_tx, _) = watch::channel(Status::default());
@@ -109,7 +109,7 @@ impl Pipeline {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         tracing::info!(
             controls = self.controls.controls().len(),
-            retention_s = self.controls.retention().as_secs(),
+            retention_s = ?Topic::ALL.map(|t| self.controls.retention(t).as_secs()),
             "pipeline started"
         );
         let mut next_tick = Instant::now() + self.config.tick;
@@ -218,8 +218,8 @@ impl Pipeline {
             }
         }
         if let Some(w) = watermark {
-            let horizon = w.saturating_sub(crate::duration::millis(self.controls.retention()));
-            self.state.evict(horizon);
+            let horizons = Topic::ALL.map(|t| w.saturating_sub(crate::duration::millis(self.controls.retention(t))));
+            self.state.evict(horizons);
         }
         self.commit()?;
         self.report(watermark, violations.len());

@@ -80,11 +80,11 @@ impl State {
         state.meta.push(meta);
     }
 
-    /// Drops every batch whose newest event is older than `horizon_ms`.
-    /// Returns the number of rows dropped.
-    pub fn evict(&mut self, horizon_ms: i64) -> usize {
+    /// Drops every batch whose newest event is older than its topic's
+    /// horizon (indexed by [`Topic::index`]). Returns the number of rows dropped.
+    pub fn evict(&mut self, horizons_ms: [i64; 4]) -> usize {
         let mut dropped = 0;
-        for state in &mut self.topics {
+        for (state, horizon_ms) in self.topics.iter_mut().zip(horizons_ms) {
             if state.meta.iter().all(|m| m.max_time >= horizon_ms) {
                 continue;
             }
@@ -100,6 +100,14 @@ impl State {
             });
         }
         dropped
+    }
+
+    /// Drops everything (between test cases).
+    pub fn clear(&mut self) {
+        for state in &mut self.topics {
+            write(&state.batches).clear();
+            state.meta.clear();
+        }
     }
 
     /// The lowest retained offset of every partition that has retained rows.

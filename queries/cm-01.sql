@@ -7,11 +7,11 @@
 -- filter: environment = 'production' AND status = 'succeeded'
 -- grace: 15m
 -- lookback: 30d
+-- violates: A production deploy that names no change request, or whose change request (for the same service) was not approved at or before the deploy, or was rejected or cancelled after its approval. Emergency changes are judged by CM-04 instead.
 -- remediation: Link the deploy to a change request for the same service that is approved before the deploy, or raise an emergency change and approve it retrospectively.
 --
--- Violates when no change request named by the deploy, for the same service,
--- was approved at or before the deploy and not rejected or cancelled since
--- (up to the deploy).
+-- A change that was raised as an emergency before the deploy is approved
+-- retrospectively; CM-04 decides those.
 SELECT
     d.deploy_id AS subject,
     d.service,
@@ -30,6 +30,7 @@ LEFT JOIN change c
     AND c.service = d.service
     AND c.event_time <= d.event_time
 GROUP BY d.deploy_id, d.service, d.event_time, d.change_id, d.event_id, d._partition, d._offset
-HAVING max(CASE WHEN c.action = 'approved' THEN c.event_time END) IS NULL
-    OR max(CASE WHEN c.action IN ('rejected', 'cancelled') THEN c.event_time END)
-        >= max(CASE WHEN c.action = 'approved' THEN c.event_time END)
+HAVING count(CASE WHEN c.change_type = 'emergency' THEN 1 END) = 0
+    AND (max(CASE WHEN c.action = 'approved' THEN c.event_time END) IS NULL
+        OR max(CASE WHEN c.action IN ('rejected', 'cancelled') THEN c.event_time END)
+            >= max(CASE WHEN c.action = 'approved' THEN c.event_time END))

@@ -7,11 +7,8 @@
 -- filter: environment = 'production' AND status = 'succeeded'
 -- grace: 15m
 -- lookback: 30d
+-- violates: A production deploy whose commit had a failed security scan or one reporting critical findings before the deploy, or has no successful SAST scan or no successful SCA scan before the deploy.
 -- remediation: Run SAST and SCA scans on the deployed commit and fix failed scans and critical findings before deploying; roll back if the deployed code is exposed.
---
--- Violates when a scan of the deployed commit failed or reported critical
--- findings, or when the commit has no successful SAST or no successful SCA
--- scan before the deploy.
 SELECT
     d.deploy_id AS subject,
     d.service,

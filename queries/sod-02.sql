@@ -7,10 +7,8 @@
 -- filter: environment = 'production' AND status = 'succeeded' AND NOT automated
 -- grace: 15m
 -- lookback: 30d
+-- violates: A human (not the pipeline's service account) deployed to production a commit whose merged pull request they authored, under any of their names in the identity map.
 -- remediation: Have someone other than the author (or the pipeline's service account) deploy the change; review the deploy for unauthorised content.
---
--- Violates when a human deployed a commit whose merged pull request they
--- authored.
 SELECT
     d.deploy_id AS subject,
     d.service,
@@ -23,6 +21,6 @@ FROM due d
 JOIN ci m
     ON m.commit_sha = d.commit_sha
     AND m.kind = 'pr_merged'
-    AND m.author = d.actor
+    AND principal(m.author) = principal(d.actor)
     AND m.event_time <= d.event_time
 GROUP BY d.deploy_id, d.service, d.event_time, d.actor, d.commit_sha, d.event_id, d._partition, d._offset

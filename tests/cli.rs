@@ -19,7 +19,8 @@ fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> st
     let text = format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cli-test\"\n\n\
          [time]\ntick = \"200ms\"\nidle_timeout = \"1s\"\n\n\
-         [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n"
+         [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n\n{}",
+        vigil::generate::identities_toml()
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -108,4 +109,66 @@ fn an_unknown_config_key_is_named() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("vigil.toml") && stderr.contains("lateness"), "{stderr}");
+}
+
+/// A copy of queries/ (controls and their cases) to break on purpose.
+fn copy_queries(to: &std::path::Path) {
+    std::fs::create_dir_all(to.join("tests")).unwrap();
+    for sub in ["", "tests"] {
+        for entry in std::fs::read_dir(std::path::Path::new("queries").join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(sub).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn vigil_test_passes_the_shipped_cases_and_fails_with_a_diff_on_a_wrong_one() {
+    let out = Command::new(VIGIL).arg("test").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    assert!(last.ends_with("passed, 0 failed"), "{last}");
+
+    let dir = tempfile::tempdir().unwrap();
+    copy_queries(dir.path());
+    let cases = dir.path().join("tests/cm-01.toml");
+    let text = std::fs::read_to_string(&cases).unwrap().replacen("expect = [\"dep-1\"]", "expect = []", 1);
+    std::fs::write(&cases, text).unwrap();
+    let out = Command::new(VIGIL).arg("test").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL ") && stdout.contains("+ dep-1 (found, not expected)"), "{stdout}");
+    assert!(stdout.lines().last().unwrap().ends_with("passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn vigil_check_accepts_the_shipped_controls_and_names_a_broken_file() {
+    for args in [&["check"][..], &["check", "--queries", "queries"], &["check", "--config", "deploy/vigil.toml"]] {
+        let out = Command::new(VIGIL).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_queries(dir.path());
+    std::fs::write(
+        dir.path().join("zz-broken.sql"),
+        "-- id: ZZ-1\n-- title: broken\n-- severity: low\n-- trigger: deploy\nSELECT subject, FROM WHERE due\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("zz-header.sql"), "-- id: ZZ-2\n-- title: t\n-- severity: urgent\nSELECT 1\n")
+        .unwrap();
+    let out = Command::new(VIGIL).args(["check", "--queries"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("zz-broken.sql"), "{stderr}");
+    assert!(stderr.contains("zz-header.sql:3") && stderr.contains("urgent"), "{stderr}");
+
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, "[identities]\nalice = [\"shared\"]\nbob = [\"shared\"]\n").unwrap();
+    let out = Command::new(VIGIL).args(["check", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("vigil.toml") && stderr.contains("shared"), "{stderr}");
 }

@@ -18,17 +18,26 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test"
 cargo test
 
-step "demo acceptance: vigil demo --events 20000 --seed 7"
+target="${CARGO_TARGET_DIR:-target}"
 # The binary `cargo test` just built: `cargo run` would resolve features
 # without dev-dependencies and rebuild DataFusion from scratch.
-target="${CARGO_TARGET_DIR:-target}"
+vigil="$target/debug/vigil"
+
+step "control cases and query check: vigil test, vigil check"
+"$vigil" test | tail -n 1
+"$vigil" check --config deploy/vigil.toml
+
+step "demo acceptance: vigil demo --events 50000 --seed 11"
 summary="$target/demo-summary.json"
-"$target/debug/vigil" demo --events 20000 --seed 7 --summary-json "$summary" --quiet
+"$vigil" demo --events 50000 --seed 11 --summary-json "$summary" --quiet
 python3 - "$summary" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["missing"] == s["unexpected"] == s["duplicates"] == 0, s
-for c in ("CM-01", "SOD-02", "SEC-01"):
+controls = ["CM-01", "CM-02", "CM-03", "CM-04", "SOD-01", "SOD-02", "TST-01", "SEC-01", "INT-01",
+            "AC-01", "AC-02", "AC-03", "AUD-01"]
+for c in controls:
     assert s["per_control"][c]["expected"] > 0, (c, s)
+    assert s["per_control"][c]["found"] == s["per_control"][c]["expected"], (c, s)
 print("demo summary ok:", {k: s[k] for k in ("events", "expected", "found", "elapsed_s")})
 PY

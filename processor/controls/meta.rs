@@ -14,9 +14,13 @@
 //! ```
 //!
 //! Required: id, title, severity, trigger. `filter` is a SQL predicate over the
-//! trigger topic that selects the rows the control decides; `grace` is how
-//! long after a trigger's event time to wait for context; `lookback` is how
-//! far back before it the query looks (it sets state retention).
+//! trigger topic that selects the rows the control decides. A look-back
+//! control names a `grace`: how long after a trigger's event time to wait for
+//! late context. An absence control names a `deadline` instead: the expected
+//! event must arrive within it, and the decision is made when the watermark
+//! passes trigger time + deadline. `lookback` is how far back before the
+//! trigger the query looks (it sets state retention). `violates` says in
+//! prose what the control flags; it goes into the controls reference.
 
 use std::fmt;
 use std::time::Duration;
@@ -62,15 +66,47 @@ pub struct ControlMeta {
     pub severity: Severity,
     pub trigger: Topic,
     pub filter: Option<String>,
+    /// Look-back controls: how long to wait for late context.
     pub grace: Duration,
+    /// Absence controls: how long the expected event has to arrive.
+    pub deadline: Option<Duration>,
     pub lookback: Duration,
+    pub violates: Option<String>,
     pub domain: Option<String>,
     pub coso: Option<String>,
     pub remediation: Option<String>,
 }
 
-const KEYS: &[&str] =
-    &["id", "title", "severity", "trigger", "filter", "grace", "lookback", "domain", "coso", "remediation"];
+impl ControlMeta {
+    /// How long after a trigger's event time its decision is due.
+    pub fn wait(&self) -> Duration {
+        self.deadline.unwrap_or(self.grace)
+    }
+
+    /// `absence` for controls with a deadline, `look-back` otherwise.
+    pub fn kind(&self) -> &'static str {
+        if self.deadline.is_some() {
+            "absence"
+        } else {
+            "look-back"
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "id",
+    "title",
+    "severity",
+    "trigger",
+    "filter",
+    "grace",
+    "deadline",
+    "lookback",
+    "domain",
+    "coso",
+    "violates",
+    "remediation",
+];
 
 /// Parses the header of `sql`. Errors carry the 1-based line they refer to.
 pub fn parse(sql: &str) -> Result<ControlMeta, (usize, String)> {
@@ -84,6 +120,9 @@ pub fn parse(sql: &str) -> Result<ControlMeta, (usize, String)> {
         let Some(comment) = trimmed.strip_prefix("--") else { break };
         let Some((key, value)) = comment.split_once(':') else { continue };
         let key = key.trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            continue; // prose, not a `-- key: value` line
+        }
         if !KEYS.contains(&key) {
             return Err((line_no, format!("unknown header key `{key}`; known keys: {}", KEYS.join(", "))));
         }
@@ -114,6 +153,9 @@ pub fn parse(sql: &str) -> Result<ControlMeta, (usize, String)> {
             None => Ok(Duration::ZERO),
         }
     };
+    if let (Some(_), Some((_, line))) = (get("grace"), get("deadline")) {
+        return Err((line, "a control has a grace (look-back) or a deadline (absence), not both".to_string()));
+    }
     Ok(ControlMeta {
         id,
         title,
@@ -121,7 +163,9 @@ pub fn parse(sql: &str) -> Result<ControlMeta, (usize, String)> {
         trigger,
         filter: get("filter").map(|(v, _)| v),
         grace: duration_of("grace")?,
+        deadline: get("deadline").map(|_| duration_of("deadline")).transpose()?,
         lookback: duration_of("lookback")?,
+        violates: get("violates").map(|(v, _)| v),
         domain: get("domain").map(|(v, _)| v),
         coso: get("coso").map(|(v, _)| v),
         remediation: get("remediation").map(|(v, _)| v),
@@ -147,6 +191,17 @@ mod tests {
         let err = parse("-- id: X\n-- colour: red\nSELECT 1").unwrap_err();
         assert_eq!(err.0, 2);
         assert!(err.1.contains("colour"));
+    }
+
+    #[test]
+    fn deadline_makes_an_absence_control() {
+        let meta =
+            parse("-- id: A\n-- title: T\n-- severity: low\n-- trigger: access\n-- deadline: 4h\nSELECT 1").unwrap();
+        assert_eq!(meta.kind(), "absence");
+        assert_eq!(meta.wait(), Duration::from_secs(4 * 3600));
+        let err = parse("-- id: A\n-- title: T\n-- severity: low\n-- trigger: access\n-- grace: 1m\n-- deadline: 4h\n")
+            .unwrap_err();
+        assert_eq!(err.0, 6);
     }
 
     #[test]

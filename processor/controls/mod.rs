@@ -16,29 +16,42 @@
 //!
 //! This is the only module that plans or runs SQL.
 
+mod docs;
 mod meta;
+mod output;
 mod source;
 mod table;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, BooleanArray, ListArray, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::array::DurationMillisecondArray;
+use datafusion::arrow::array::{BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::kernels::cmp::lt_eq;
-use datafusion::arrow::compute::{cast, filter_record_batch, not};
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::arrow::compute::kernels::numeric::add;
+use datafusion::arrow::compute::{filter_record_batch, not};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
-pub use meta::{ControlMeta, Severity};
+pub use docs::reference;
+pub use meta::{parse as parse_meta, ControlMeta, Severity};
 pub use source::{builtin_sources, load_dir, ControlSource};
 
+use crate::identity::Identities;
 use crate::schema::{Catalog, Topic};
 use crate::state::{SharedBatches, State};
+use output::{check_output, findings_of};
 use table::LiveTable;
+
+/// The column the `due` table adds to the trigger's: its decision time,
+/// event_time + grace (look-back) or + deadline (absence). Absence controls
+/// look for the expected event up to it.
+pub const DUE_AT: &str = "_due_at";
 
 /// A control that could not be loaded or planned, or failed to run.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +60,8 @@ pub enum ControlError {
     Header { file: String, line: usize, message: String },
     #[error("{file}: {message}")]
     Plan { file: String, message: String },
+    #[error("{file}:{line}: {message}")]
+    Sql { file: String, line: usize, message: String },
     #[error("control {id} failed to run: {message}")]
     Run { id: String, message: String },
 }
@@ -60,8 +75,12 @@ pub struct Control {
     ctx: SessionContext,
     plan: LogicalPlan,
     due: SharedBatches,
+    /// The trigger topic's schema plus [`DUE_AT`].
+    due_schema: SchemaRef,
     filter: Option<Arc<dyn PhysicalExpr>>,
     time_index: usize,
+    /// The state tables the query scans.
+    reads: Vec<Topic>,
     pending: Vec<RecordBatch>,
     late: Vec<RecordBatch>,
 }
@@ -92,10 +111,15 @@ pub struct ControlSet {
 
 impl ControlSet {
     /// Parses and plans every source against the state's tables.
-    pub async fn plan(sources: &[ControlSource], catalog: &Catalog, state: &State) -> Result<ControlSet, ControlError> {
+    pub async fn plan(
+        sources: &[ControlSource],
+        catalog: &Catalog,
+        state: &State,
+        identities: &Arc<Identities>,
+    ) -> Result<ControlSet, ControlError> {
         let mut controls = Vec::with_capacity(sources.len());
         for source in sources {
-            let control = plan_one(source, catalog, state).await?;
+            let control = plan_one(source, catalog, state, identities).await?;
             if let Some(other) = controls.iter().find(|c: &&Control| c.meta.id == control.meta.id) {
                 return Err(ControlError::Header {
                     file: source.file.clone(),
@@ -112,10 +136,50 @@ impl ControlSet {
         &self.controls
     }
 
-    /// How far back state must reach behind the watermark: the longest
-    /// grace plus look-back of any control.
-    pub fn retention(&self) -> Duration {
-        self.controls.iter().map(|c| c.meta.grace + c.meta.lookback).max().unwrap_or_default()
+    /// Plans every source on its own and returns every error, not just the
+    /// first: what `vigil check` reports.
+    pub async fn check(
+        sources: &[ControlSource],
+        catalog: &Catalog,
+        identities: &Arc<Identities>,
+    ) -> Vec<ControlError> {
+        let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+        let mut errors = Vec::new();
+        let mut ids: Vec<(String, String)> = Vec::new();
+        for source in sources {
+            match plan_one(source, catalog, &state, identities).await {
+                Ok(control) => match ids.iter().find(|(id, _)| *id == control.meta.id) {
+                    Some((_, other)) => errors.push(ControlError::Header {
+                        file: source.file.clone(),
+                        line: 1,
+                        message: format!("control id {} is already used by {other}", control.meta.id),
+                    }),
+                    None => ids.push((control.meta.id.clone(), source.file.clone())),
+                },
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+
+    /// How far back `topic`'s state must reach behind the watermark: the
+    /// longest wait plus look-back of the controls whose queries scan it.
+    /// Zero when no control reads the topic's table.
+    pub fn retention(&self, topic: Topic) -> Duration {
+        self.controls
+            .iter()
+            .filter(|c| c.reads.contains(&topic))
+            .map(|c| c.meta.wait() + c.meta.lookback)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Forgets every pending and late trigger (between test cases).
+    pub fn reset(&mut self) {
+        for control in &mut self.controls {
+            control.pending.clear();
+            control.late.clear();
+        }
     }
 
     /// Trigger rows not yet decided, over all controls.
@@ -193,7 +257,7 @@ impl Control {
         batch: &RecordBatch,
         watermark: i64,
     ) -> Result<(Option<RecordBatch>, Option<RecordBatch>), ControlError> {
-        let cut = watermark.saturating_sub(crate::duration::millis(self.meta.grace));
+        let cut = watermark.saturating_sub(crate::duration::millis(self.meta.wait()));
         let times = batch.column(self.time_index);
         let mask = lt_eq(times, &TimestampMillisecondArray::new_scalar(cut)).map_err(|e| self.run_error(e))?;
         let non_empty = |b: RecordBatch| (b.num_rows() > 0).then_some(b);
@@ -204,7 +268,15 @@ impl Control {
     }
 
     async fn run(&mut self, due: Vec<RecordBatch>, late: bool) -> Result<Vec<Finding>, ControlError> {
-        *self.due.write().unwrap_or_else(|p| p.into_inner()) = due;
+        let wait = DurationMillisecondArray::new_scalar(crate::duration::millis(self.meta.wait()));
+        let mut with_due_at = Vec::with_capacity(due.len());
+        for batch in due {
+            let due_at = add(batch.column(self.time_index), &wait).map_err(|e| self.run_error(e))?;
+            let mut columns = batch.columns().to_vec();
+            columns.push(due_at);
+            with_due_at.push(RecordBatch::try_new(self.due_schema.clone(), columns).map_err(|e| self.run_error(e))?);
+        }
+        *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
         let result = async { self.ctx.execute_logical_plan(self.plan.clone()).await?.collect().await }.await;
         self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
         let batches = result.map_err(|e| self.run_error(e))?;
@@ -219,7 +291,12 @@ impl Control {
     }
 }
 
-async fn plan_one(source: &ControlSource, catalog: &Catalog, state: &State) -> Result<Control, ControlError> {
+async fn plan_one(
+    source: &ControlSource,
+    catalog: &Catalog,
+    state: &State,
+    identities: &Arc<Identities>,
+) -> Result<Control, ControlError> {
     let file = source.file.clone();
     let meta = meta::parse(&source.sql).map_err(|(line, message)| ControlError::Header {
         file: file.clone(),
@@ -227,18 +304,38 @@ async fn plan_one(source: &ControlSource, catalog: &Catalog, state: &State) -> R
         message,
     })?;
     let plan_err = |message: String| ControlError::Plan { file: file.clone(), message };
-    let config = SessionConfig::new().with_target_partitions(1);
+    let mut config = SessionConfig::new().with_target_partitions(1);
+    config.options_mut().sql_parser.collect_spans = true;
     let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(identities.udf());
     for topic in Topic::ALL {
         let table = LiveTable::new(catalog.event(topic).arrow.clone(), state.table(topic));
         ctx.register_table(topic.name(), Arc::new(table)).map_err(|e| plan_err(e.to_string()))?;
     }
     let trigger = catalog.event(meta.trigger);
     let due: SharedBatches = Arc::new(RwLock::new(Vec::new()));
-    ctx.register_table("due", Arc::new(LiveTable::new(trigger.arrow.clone(), due.clone())))
+    let mut due_fields: Vec<Field> = trigger.arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
+    due_fields.push(Field::new(DUE_AT, DataType::Timestamp(TimeUnit::Millisecond, None), false));
+    let due_schema = Arc::new(Schema::new(due_fields));
+    ctx.register_table("due", Arc::new(LiveTable::new(due_schema.clone(), due.clone())))
         .map_err(|e| plan_err(e.to_string()))?;
-    let plan = ctx.state().create_logical_plan(&source.sql).await.map_err(|e| plan_err(e.to_string()))?;
+    let plan = ctx.state().create_logical_plan(&source.sql).await.map_err(|e| match sql_line(&e) {
+        Some(line) => ControlError::Sql { file: file.clone(), line, message: e.to_string() },
+        None => plan_err(e.to_string()),
+    })?;
     check_output(plan.schema().as_arrow().fields()).map_err(plan_err)?;
+    let mut reads = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Some(topic) = Topic::from_name(scan.table_name.table()) {
+                if !reads.contains(&topic) {
+                    reads.push(topic);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| plan_err(e.to_string()))?;
     let filter = match &meta.filter {
         Some(text) => {
             let df_schema = DFSchema::try_from(trigger.arrow.clone()).map_err(|e| plan_err(e.to_string()))?;
@@ -258,141 +355,22 @@ async fn plan_one(source: &ControlSource, catalog: &Catalog, state: &State) -> R
         ctx,
         plan,
         due,
+        due_schema,
         filter,
         time_index: trigger.time_index,
+        reads,
         pending: Vec::new(),
         late: Vec::new(),
     })
 }
 
-fn is_text(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-}
-
-/// Checks the output contract of a control query.
-fn check_output(fields: &[Arc<Field>]) -> Result<(), String> {
-    let need = |name: &str, ok: &dyn Fn(&DataType) -> bool, what: &str| {
-        match fields.iter().find(|f| f.name() == name) {
-            Some(f) if ok(f.data_type()) => Ok(()),
-            Some(f) => Err(format!("output column `{name}` must be {what}, it is {}", f.data_type())),
-            None => Err(format!(
-                "the query must return a column `{name}` ({what}); controls return subject, service, event_time, message and evidence* columns"
-            )),
-        }
-    };
-    need("subject", &is_text, "text")?;
-    need("service", &is_text, "text")?;
-    need("message", &is_text, "text")?;
-    need("event_time", &|t| matches!(t, DataType::Timestamp(_, _)), "a timestamp")?;
-    for f in fields.iter().filter(|f| f.name().starts_with("evidence")) {
-        let ok = match f.data_type() {
-            DataType::List(item) | DataType::LargeList(item) => is_text(item.data_type()),
-            t => is_text(t),
-        };
-        if !ok {
-            return Err(format!(
-                "evidence column `{}` must be text or a list of text, it is {}",
-                f.name(),
-                f.data_type()
-            ));
-        }
+/// The line of the SQL file an error points at: from DataFusion's
+/// diagnostic span, or the parser's "at Line: N" text.
+fn sql_line(e: &datafusion::error::DataFusionError) -> Option<usize> {
+    if let Some(span) = e.diagnostic().and_then(|d| d.span) {
+        return Some(span.start.line as usize);
     }
-    Ok(())
-}
-
-fn text_column(batch: &RecordBatch, name: &str) -> datafusion::error::Result<StringArray> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("no column {name}")))?;
-    let column = cast(column, &DataType::Utf8)?;
-    Ok(column
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .unwrap_or_else(|| StringArray::from(Vec::<String>::new())))
-}
-
-fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding>) -> datafusion::error::Result<()> {
-    let subject = text_column(batch, "subject")?;
-    let service = text_column(batch, "service")?;
-    let message = text_column(batch, "message")?;
-    let time = cast(
-        batch
-            .column_by_name("event_time")
-            .ok_or_else(|| datafusion::error::DataFusionError::Plan("no event_time".into()))?,
-        &DataType::Timestamp(TimeUnit::Millisecond, None),
-    )?;
-    let time = time
-        .as_any()
-        .downcast_ref::<TimestampMillisecondArray>()
-        .cloned()
-        .unwrap_or_else(|| TimestampMillisecondArray::from(Vec::<i64>::new()));
-    let mut evidence_columns: Vec<Evidence> = Vec::new();
-    for (i, field) in batch.schema().fields().iter().enumerate() {
-        if !field.name().starts_with("evidence") {
-            continue;
-        }
-        let column = batch.column(i);
-        evidence_columns.push(match field.data_type() {
-            DataType::List(_) | DataType::LargeList(_) => {
-                let list = cast(column, &DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))))?;
-                Evidence::List(
-                    list.as_any()
-                        .downcast_ref::<ListArray>()
-                        .cloned()
-                        .unwrap_or_else(|| ListArray::new_null(Arc::new(Field::new("item", DataType::Utf8, true)), 0)),
-                )
-            }
-            _ => Evidence::Text(
-                cast(column, &DataType::Utf8)?
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-                    .unwrap_or_else(|| StringArray::from(Vec::<String>::new())),
-            ),
-        });
-    }
-    for row in 0..batch.num_rows() {
-        if subject.is_null(row) {
-            continue;
-        }
-        let mut evidence = Vec::new();
-        for column in &evidence_columns {
-            column.collect(row, &mut evidence);
-        }
-        evidence.dedup();
-        out.push(Finding {
-            subject: subject.value(row).to_string(),
-            service: if service.is_null(row) { String::new() } else { service.value(row).to_string() },
-            event_time_ms: if time.is_null(row) { 0 } else { time.value(row) },
-            message: if message.is_null(row) { String::new() } else { message.value(row).to_string() },
-            evidence,
-            late,
-        });
-    }
-    Ok(())
-}
-
-enum Evidence {
-    Text(StringArray),
-    List(ListArray),
-}
-
-impl Evidence {
-    fn collect(&self, row: usize, out: &mut Vec<String>) {
-        match self {
-            Evidence::Text(a) if a.is_valid(row) && !a.value(row).is_empty() => out.push(a.value(row).to_string()),
-            Evidence::Text(_) => {}
-            Evidence::List(l) if l.is_valid(row) => {
-                let values = l.value(row);
-                if let Some(strings) = values.as_any().downcast_ref::<StringArray>() {
-                    let mut items: Vec<String> =
-                        strings.iter().flatten().filter(|s| !s.is_empty()).map(str::to_string).collect();
-                    items.sort();
-                    out.extend(items);
-                }
-            }
-            Evidence::List(_) => {}
-        }
-    }
+    let text = e.to_string();
+    let rest = &text[text.find("Line: ")? + "Line: ".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }

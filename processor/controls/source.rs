@@ -15,9 +15,19 @@ pub struct ControlSource {
 /// The shipped catalogue.
 pub fn builtin_sources() -> Vec<ControlSource> {
     let files: &[(&str, &str)] = &[
+        ("queries/ac-01.sql", include_str!("../../queries/ac-01.sql")),
+        ("queries/ac-02.sql", include_str!("../../queries/ac-02.sql")),
+        ("queries/ac-03.sql", include_str!("../../queries/ac-03.sql")),
+        ("queries/aud-01.sql", include_str!("../../queries/aud-01.sql")),
         ("queries/cm-01.sql", include_str!("../../queries/cm-01.sql")),
+        ("queries/cm-02.sql", include_str!("../../queries/cm-02.sql")),
+        ("queries/cm-03.sql", include_str!("../../queries/cm-03.sql")),
+        ("queries/cm-04.sql", include_str!("../../queries/cm-04.sql")),
+        ("queries/int-01.sql", include_str!("../../queries/int-01.sql")),
         ("queries/sec-01.sql", include_str!("../../queries/sec-01.sql")),
+        ("queries/sod-01.sql", include_str!("../../queries/sod-01.sql")),
         ("queries/sod-02.sql", include_str!("../../queries/sod-02.sql")),
+        ("queries/tst-01.sql", include_str!("../../queries/tst-01.sql")),
     ];
     files.iter().map(|(file, sql)| ControlSource { file: file.to_string(), sql: sql.to_string() }).collect()
 }

@@ -12,6 +12,7 @@
 //! The same seed gives the same events, ids and truth.
 
 mod encode;
+mod faults;
 mod story;
 
 use rand::{Rng, SeedableRng};
@@ -39,11 +40,11 @@ pub struct GenConfig {
 }
 
 impl GenConfig {
-    /// A stream of `events` events ending a day before `now_ms`, so that
-    /// every decision is due once the stream is read.
+    /// A stream of `events` events ending two days before `now_ms`, so that
+    /// every decision (the longest deadline is a day) is due by now.
     pub fn new(events: usize, seed: u64, now_ms: i64) -> GenConfig {
         let day = 86_400_000;
-        GenConfig { events, seed, violation_rate: 0.06, days: 7, end_ms: (now_ms / 60_000) * 60_000 - day }
+        GenConfig { events, seed, violation_rate: 0.06, days: 7, end_ms: (now_ms / 60_000) * 60_000 - 2 * day }
     }
 }
 
@@ -81,10 +82,14 @@ impl Truth {
     }
 }
 
-/// The organisation the stories are drawn from.
+/// The organisation the stories are drawn from. People are principals
+/// (`alice`); GitHub knows them as `alice-gh`, Okta and the deploy tool as
+/// `alice@acme.example`, and the identity map ([`identities_toml`]) ties the
+/// names together.
 pub(crate) struct Org {
     pub services: Vec<&'static str>,
     pub engineers: Vec<String>,
+    /// Change advisory board members.
     pub approvers: Vec<String>,
     pub pipeline_account: &'static str,
 }
@@ -98,10 +103,34 @@ impl Org {
         Org {
             services: vec!["payments", "ledger", "billing", "checkout", "identity", "reporting", "gateway", "risk"],
             engineers: names.iter().map(|n| n.to_string()).collect(),
-            approvers: vec!["cab-maria".into(), "cab-oscar".into(), "cab-priya".into()],
+            approvers: vec!["maria".into(), "oscar".into(), "priya".into()],
             pipeline_account: "svc-deploybot",
         }
     }
+
+    pub fn github(name: &str) -> String {
+        format!("{name}-gh")
+    }
+
+    pub fn email(name: &str) -> String {
+        format!("{name}@acme.example")
+    }
+}
+
+/// The generated organisation's identity map, as a config `[identities]` table.
+pub fn identities_toml() -> String {
+    let org = Org::new();
+    let mut out = String::from("[identities]\n");
+    for name in org.engineers.iter().chain(&org.approvers) {
+        out.push_str(&format!("{name} = [\"{}\", \"{}\"]\n", Org::github(name), Org::email(name)));
+    }
+    out
+}
+
+/// The same map, parsed.
+pub fn identities() -> std::collections::BTreeMap<String, Vec<String>> {
+    let org = Org::new();
+    org.engineers.iter().chain(&org.approvers).map(|n| (n.clone(), vec![Org::github(n), Org::email(n)])).collect()
 }
 
 /// Generates the stream, sorted by event time, and its truth.

@@ -4,54 +4,39 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value as Json};
 
+use super::faults::{
+    AccessFault, BuildFault, ChangeFault, ElevationFault, Faults, GrantFault, ReviewFault, ScanFault, TestFault,
+};
 use super::{hex_id, Event, Org, Truth};
 use crate::schema::Topic;
 
-/// Events a compliant story writes (a bent one may write fewer or more).
-pub(super) const EVENTS_PER_STORY: usize = 12;
-/// From a story's first event to its last.
-pub(super) const STORY_SPAN_MS: i64 = 2 * HOUR;
+/// Events a story writes on average (a bent one may write fewer or more).
+pub(super) const EVENTS_PER_STORY: usize = 13;
+/// From a story's first event to its last (a late break-glass revocation).
+pub(super) const STORY_SPAN_MS: i64 = 5 * HOUR;
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
-
-/// How a story breaks CM-01.
-#[derive(Clone, Copy, Debug)]
-enum ChangeFault {
-    NoChangeRequest,
-    NeverApproved,
-    ApprovedAfterDeploy,
-    RejectedAfterApproval,
-    OtherService,
-}
-
-/// How a story breaks SEC-01.
-#[derive(Clone, Copy, Debug)]
-enum ScanFault {
-    SastFailed,
-    CriticalFindings,
-    NoSca,
-    NoSast,
-}
 
 pub(super) struct Story {
     n: u64,
     t0: i64,
     service: &'static str,
     other_service: &'static str,
+    /// Principals (see [`Org`] for how each tool names them).
     author: String,
     reviewer: String,
     approver: String,
+    /// The deploy's actor as the deploy tool names it, and whether it is the pipeline.
     deployer: String,
     automated: bool,
     sha: String,
     digest: String,
-    change: Option<ChangeFault>,
-    scan: Option<ScanFault>,
-    self_deploy: bool,
-    /// A deploy that fails: no trigger, so nothing may fire.
-    fails: bool,
+    faults: Faults,
     events: Vec<Event>,
+    /// Event ids of the AC-02 and AC-03 triggers, when the story has them.
+    grant_id: Option<String>,
+    elevation_id: Option<String>,
 }
 
 impl Story {
@@ -60,39 +45,23 @@ impl Story {
         let service = org.services[rng.random_range(0..org.services.len())];
         let other_service = org.services.iter().copied().find(|s| *s != service).unwrap_or(service);
         let author = pick(rng, &org.engineers);
-        let reviewer = loop {
+        let other = |rng: &mut ChaCha8Rng| loop {
             let r = pick(rng, &org.engineers);
             if r != author {
                 break r;
             }
         };
-        let fails = rng.random_bool(0.04);
-        let change = (!fails && rng.random_bool(rate)).then(|| match rng.random_range(0..5) {
-            0 => ChangeFault::NoChangeRequest,
-            1 => ChangeFault::NeverApproved,
-            2 => ChangeFault::ApprovedAfterDeploy,
-            3 => ChangeFault::RejectedAfterApproval,
-            _ => ChangeFault::OtherService,
-        });
-        let scan = (!fails && rng.random_bool(rate)).then(|| match rng.random_range(0..4) {
-            0 => ScanFault::SastFailed,
-            1 => ScanFault::CriticalFindings,
-            2 => ScanFault::NoSca,
-            _ => ScanFault::NoSast,
-        });
-        let self_deploy = !fails && rng.random_bool(rate);
-        let automated = !self_deploy && rng.random_bool(0.7);
-        let deployer = if self_deploy {
-            author.clone()
+        let reviewer = other(rng);
+        let faults = Faults::draw(rng, rate);
+        let automated = !faults.forces_human() && rng.random_bool(0.7);
+        let deployer = if faults.self_deploy {
+            Org::email(&author)
+        } else if faults.access.is_some() {
+            format!("contractor-{n:06}@vendor.example")
         } else if automated {
             org.pipeline_account.to_string()
         } else {
-            loop {
-                let d = pick(rng, &org.engineers);
-                if d != author {
-                    break d;
-                }
-            }
+            Org::email(&other(rng))
         };
         let mut story = Story {
             n,
@@ -106,13 +75,12 @@ impl Story {
             automated,
             sha: hex_id(rng, 40),
             digest: format!("sha256:{}", hex_id(rng, 64)),
-            change,
-            scan,
-            self_deploy,
-            fails,
+            faults,
             events: Vec::new(),
+            grant_id: None,
+            elevation_id: None,
         };
-        story.build();
+        story.build(rng);
         story
     }
 
@@ -121,15 +89,35 @@ impl Story {
     }
 
     pub(super) fn write(self, events: &mut Vec<Event>, truth: &mut Truth) {
+        let f = &self.faults;
         let deploy_id = self.deploy_id();
-        if self.change.is_some() {
-            truth.expect("CM-01", &deploy_id);
+        let on_deploy = [
+            ("CM-01", f.change.is_some()),
+            ("CM-02", f.outside_window),
+            ("CM-04", f.emergency_unapproved),
+            ("SOD-02", f.self_deploy),
+            ("TST-01", f.test.is_some()),
+            ("SEC-01", f.scan.is_some()),
+            ("INT-01", f.build.is_some()),
+            ("AC-01", f.access.is_some()),
+            ("AUD-01", f.hangs),
+        ];
+        for (control, hit) in on_deploy {
+            if hit {
+                truth.expect(control, &deploy_id);
+            }
         }
-        if self.scan.is_some() {
-            truth.expect("SEC-01", &deploy_id);
+        if f.self_approved_change {
+            truth.expect("CM-03", &self.change_id());
         }
-        if self.self_deploy {
-            truth.expect("SOD-02", &deploy_id);
+        if f.review.is_some() {
+            truth.expect("SOD-01", &format!("{}#{}", self.repo(), self.pr()));
+        }
+        if let (Some(_), Some(id)) = (f.grant_fault, &self.grant_id) {
+            truth.expect("AC-02", id);
+        }
+        if let (Some(_), Some(id)) = (f.elevation_fault, &self.elevation_id) {
+            truth.expect("AC-03", id);
         }
         events.extend(self.events);
     }
@@ -138,76 +126,138 @@ impl Story {
         format!("dep-{:06}", self.n)
     }
 
-    fn push(&mut self, topic: Topic, dt: i64, fields: Json) {
-        let time_ms = self.t0 + dt;
-        let Json::Object(mut fields) = fields else { return };
-        let seq = self.events.len();
-        fields.insert("event_id".into(), json!(format!("{}-{:06}-{seq:02}", topic.name(), self.n)));
-        fields.insert("event_time".into(), json!(time_ms));
-        self.events.push(Event { topic, key: self.service.to_string(), time_ms, fields: strip_nulls(fields) });
+    fn change_id(&self) -> String {
+        format!("CHG-{:06}", self.n)
     }
 
-    fn build(&mut self) {
-        let (service, sha, digest) = (self.service, self.sha.clone(), self.digest.clone());
-        let repo = format!("acme/{service}");
-        let pr = 1000 + self.n as i64;
+    fn repo(&self) -> String {
+        format!("acme/{}", self.service)
+    }
+
+    fn pr(&self) -> i64 {
+        1000 + self.n as i64
+    }
+
+    /// Adds an event at t0 + `dt`; returns its event id.
+    fn push(&mut self, topic: Topic, dt: i64, fields: Json) -> String {
+        let time_ms = self.t0 + dt;
+        let Json::Object(mut fields) = fields else { return String::new() };
+        let seq = self.events.len();
+        let id = format!("{}-{:06}-{seq:02}", topic.name(), self.n);
+        fields.insert("event_id".into(), json!(id));
+        fields.insert("event_time".into(), json!(time_ms));
+        let key = match topic {
+            Topic::Access => fields.get("principal").and_then(Json::as_str).unwrap_or_default().to_string(),
+            _ => self.service.to_string(),
+        };
+        self.events.push(Event { topic, key, time_ms, fields: strip_nulls(fields) });
+        id
+    }
+
+    fn build(&mut self, rng: &mut ChaCha8Rng) {
+        self.code();
+        self.change();
+        self.access(rng);
+        self.deploys();
+    }
+
+    /// Review, merge, build, test and scans of the commit.
+    fn code(&mut self) {
+        let (service, sha, digest, repo, pr) =
+            (self.service, self.sha.clone(), self.digest.clone(), self.repo(), self.pr());
         let run = format!("run-{:06}", self.n);
-        self.push(
-            Topic::Ci,
-            0,
-            json!({"kind": "pr_review", "repo": repo, "service": service, "commit_sha": sha,
-            "pr_number": pr, "actor": self.reviewer, "author": self.author, "review_state": "approved"}),
-        );
-        self.push(
-            Topic::Ci,
-            5 * MIN,
-            json!({"kind": "pr_merged", "repo": repo, "service": service, "commit_sha": sha,
-            "pr_number": pr, "actor": self.reviewer, "author": self.author}),
-        );
-        self.push(Topic::Ci, 10 * MIN, json!({"kind": "build", "repo": repo, "service": service, "commit_sha": sha,
-            "actor": "github-actions", "author": self.author, "outcome": "success", "artifact_digest": digest, "pipeline_run_id": run}));
-        self.push(
-            Topic::Ci,
-            15 * MIN,
-            json!({"kind": "test", "repo": repo, "service": service, "commit_sha": sha,
-            "actor": "github-actions", "outcome": "success", "pipeline_run_id": run}),
-        );
-        let (sast_outcome, sca_critical) = match self.scan {
+        let f = self.faults.clone();
+        let ci = |kind: &str, extra: Json| {
+            let mut base = json!({"kind": kind, "repo": repo, "service": service, "commit_sha": sha});
+            if let (Some(b), Json::Object(e)) = (base.as_object_mut(), extra) {
+                b.extend(e);
+            }
+            base
+        };
+        let (reviewer, state) = match f.review {
+            Some(ReviewFault::SelfApproved) => (Org::github(&self.author), "approved"),
+            Some(ReviewFault::ChangesRequested) => (Org::github(&self.reviewer), "changes_requested"),
+            _ => (Org::github(&self.reviewer), "approved"),
+        };
+        let author = Org::github(&self.author);
+        if !matches!(f.review, Some(ReviewFault::NoReview)) {
+            let review =
+                ci("pr_review", json!({"pr_number": pr, "actor": reviewer, "author": author, "review_state": state}));
+            self.push(Topic::Ci, 0, review);
+        }
+        let merge = ci("pr_merged", json!({"pr_number": pr, "actor": Org::github(&self.reviewer), "author": author}));
+        self.push(Topic::Ci, 5 * MIN, merge);
+        if !matches!(f.build, Some(BuildFault::NoBuild)) {
+            let build = ci(
+                "build",
+                json!({"actor": "github-actions", "author": author, "outcome": "success",
+                "artifact_digest": digest, "pipeline_run_id": run}),
+            );
+            self.push(Topic::Ci, 10 * MIN, build);
+        }
+        if !matches!(f.test, Some(TestFault::NoTest)) {
+            let outcome = if matches!(f.test, Some(TestFault::Failed)) { "failure" } else { "success" };
+            let test = ci("test", json!({"actor": "github-actions", "outcome": outcome, "pipeline_run_id": run}));
+            self.push(Topic::Ci, 15 * MIN, test);
+        }
+        let (sast_outcome, sca_critical) = match f.scan {
             Some(ScanFault::SastFailed) => ("failure", 0),
             Some(ScanFault::CriticalFindings) => ("success", 2),
             _ => ("success", 0),
         };
-        if !matches!(self.scan, Some(ScanFault::NoSast)) {
-            self.push(
-                Topic::Ci,
-                17 * MIN,
-                json!({"kind": "scan", "repo": repo, "service": service, "commit_sha": sha,
-                "actor": "github-actions", "outcome": sast_outcome, "scan_type": "sast", "findings_critical": 0,
-                "findings_high": 1, "pipeline_run_id": run}),
+        if !matches!(f.scan, Some(ScanFault::NoSast)) {
+            let sast = ci(
+                "scan",
+                json!({"actor": "github-actions", "outcome": sast_outcome, "scan_type": "sast",
+                "findings_critical": 0, "findings_high": 1, "pipeline_run_id": run}),
             );
+            self.push(Topic::Ci, 17 * MIN, sast);
         }
-        if !matches!(self.scan, Some(ScanFault::NoSca)) {
-            self.push(
-                Topic::Ci,
-                18 * MIN,
-                json!({"kind": "scan", "repo": repo, "service": service, "commit_sha": sha,
-                "actor": "github-actions", "outcome": "success", "scan_type": "sca", "findings_critical": sca_critical,
-                "findings_high": 0, "artifact_digest": digest, "pipeline_run_id": run}),
+        if !matches!(f.scan, Some(ScanFault::NoSca)) {
+            let sca = ci(
+                "scan",
+                json!({"actor": "github-actions", "outcome": "success", "scan_type": "sca",
+                "findings_critical": sca_critical, "findings_high": 0, "artifact_digest": digest, "pipeline_run_id": run}),
             );
+            self.push(Topic::Ci, 18 * MIN, sca);
         }
-        let change_id = format!("CHG-{:06}", self.n);
+    }
+
+    /// The change request and its approval (or the lack of one).
+    fn change(&mut self) {
+        let f = self.faults.clone();
+        let change_id = self.change_id();
         let cr_service =
-            if matches!(self.change, Some(ChangeFault::OtherService)) { self.other_service } else { service };
-        let cr = |action: &str, actor: &str| {
-            json!({"change_id": change_id, "service": cr_service, "action": action,
-            "actor": actor, "requester": self.author, "change_type": "normal",
-            "window_start": self.t0 + 30 * MIN, "window_end": self.t0 + 4 * HOUR})
+            if matches!(f.change, Some(ChangeFault::OtherService)) { self.other_service } else { self.service };
+        let requester = Org::email(&self.author);
+        let (change_type, window) = if f.emergency {
+            ("emergency", None)
+        } else if f.outside_window {
+            ("normal", Some((self.t0 + 50 * MIN, self.t0 + 4 * HOUR)))
+        } else {
+            ("normal", Some((self.t0 + 30 * MIN, self.t0 + 4 * HOUR)))
         };
+        let cr = |action: &str, actor: &str| {
+            json!({"change_id": change_id, "service": cr_service, "action": action, "actor": actor,
+                "requester": requester, "change_type": change_type,
+                "window_start": window.map(|w| w.0), "window_end": window.map(|w| w.1)})
+        };
+        // CM-03's requester approves under the name the ticketing tool knows them by.
+        let approver = if f.self_approved_change { self.author.clone() } else { Org::email(&self.approver) };
         let (created, approved, rejected) =
-            (cr("created", &self.author), cr("approved", &self.approver), cr("rejected", &self.approver));
-        match self.change {
+            (cr("created", &requester), cr("approved", &approver), cr("rejected", &Org::email(&self.approver)));
+        if f.emergency {
+            self.push(Topic::Change, 20 * MIN, created);
+            if !f.emergency_unapproved {
+                self.push(Topic::Change, 105 * MIN, approved);
+            }
+            return;
+        }
+        match f.change {
             Some(ChangeFault::NoChangeRequest) => {}
-            Some(ChangeFault::NeverApproved) => self.push(Topic::Change, 20 * MIN, created),
+            Some(ChangeFault::NeverApproved) => {
+                self.push(Topic::Change, 20 * MIN, created);
+            }
             Some(ChangeFault::ApprovedAfterDeploy) => {
                 self.push(Topic::Change, 20 * MIN, created);
                 self.push(Topic::Change, 50 * MIN, approved);
@@ -222,42 +272,146 @@ impl Story {
                 self.push(Topic::Change, 25 * MIN, approved);
             }
         }
-        let deploy_change = (!matches!(self.change, Some(ChangeFault::NoChangeRequest))).then(|| change_id.clone());
-        let deploy = |env: &str, status: &str, id: String, actor: &str, automated: bool, change: &Option<String>| {
+    }
+
+    /// Access around the story: the contractor of an AC-01 fault, a new
+    /// hire's grant (AC-02), a break-glass elevation (AC-03).
+    fn access(&mut self, rng: &mut ChaCha8Rng) {
+        let f = self.faults.clone();
+        let n = self.n;
+        match f.access {
+            Some(AccessFault::RevokedJustBefore) => {
+                let who = self.deployer.clone();
+                self.granted(&who, MIN, None);
+                self.push(Topic::Access, 45 * MIN - 1_000, access_event("revoked", &who, "deployer", json!({})));
+            }
+            Some(AccessFault::Expired) => {
+                let who = self.deployer.clone();
+                self.granted(&who, MIN, Some(self.t0 + 44 * MIN));
+            }
+            Some(AccessFault::NeverGranted) | None => {}
+        }
+        if f.grant {
+            let who = format!("newhire-{n:06}@acme.example");
+            let request = format!("ACC-{n:06}-G");
+            let granted_by =
+                if matches!(f.grant_fault, Some(GrantFault::SelfGranted)) { who.clone() } else { IT_MANAGER.into() };
+            match f.grant_fault {
+                Some(GrantFault::NoRequest) => {}
+                Some(GrantFault::RequestNotApproved) => {
+                    self.push(Topic::Change, 6 * MIN, access_request(&request, "created", &who, &who));
+                }
+                _ => {
+                    self.push(Topic::Change, 6 * MIN, access_request(&request, "created", &who, &who));
+                    self.push(Topic::Change, 7 * MIN, access_request(&request, "approved", IT_MANAGER, &who));
+                }
+            }
+            let change_id = (!matches!(f.grant_fault, Some(GrantFault::NoRequest))).then_some(request);
+            let grant =
+                access_event("granted", &who, "deployer", json!({"granted_by": granted_by, "change_id": change_id}));
+            self.grant_id = Some(self.push(Topic::Access, 8 * MIN, grant));
+        }
+        if f.elevation {
+            let who = format!("oncall-{n:06}@acme.example");
+            let expires = (f.elevation_fault.is_none() && rng.random_bool(0.5)).then_some(self.t0 + 2 * MIN + 3 * HOUR);
+            let elevate = access_event(
+                "elevated",
+                &who,
+                "break-glass",
+                json!({"granted_by": "pagerduty", "change_id": format!("INC-{n:06}"), "expires_at": expires}),
+            );
+            self.elevation_id = Some(self.push(Topic::Access, 2 * MIN, elevate));
+            let revoke_at = match f.elevation_fault {
+                Some(ElevationFault::NeverRevoked) => None,
+                Some(ElevationFault::RevokedLate) => Some(2 * MIN + 4 * HOUR + 1_000),
+                None if expires.is_some() => None,
+                None => Some(62 * MIN),
+            };
+            if let Some(at) = revoke_at {
+                self.push(Topic::Access, at, access_event("revoked", &who, "break-glass", json!({})));
+            }
+        }
+    }
+
+    /// An approved access request and the grant it justifies.
+    fn granted(&mut self, who: &str, at: i64, expires_at: Option<i64>) {
+        let request = format!("ACC-{:06}-C", self.n);
+        self.push(Topic::Change, at - 30_000, access_request(&request, "created", who, who));
+        self.push(Topic::Change, at - 20_000, access_request(&request, "approved", IT_MANAGER, who));
+        let grant = access_event(
+            "granted",
+            who,
+            "deployer",
+            json!({"granted_by": IT_MANAGER, "change_id": request, "expires_at": expires_at}),
+        );
+        self.push(Topic::Access, at, grant);
+    }
+
+    /// Staging, then production.
+    fn deploys(&mut self) {
+        let f = self.faults.clone();
+        let (service, sha) = (self.service, self.sha.clone());
+        let digest = match f.build {
+            Some(BuildFault::DigestNotBuilt) => format!("sha256:{}", "e".repeat(64)),
+            _ => self.digest.clone(),
+        };
+        let change = (!matches!(f.change, Some(ChangeFault::NoChangeRequest))).then(|| self.change_id());
+        let deploy = |env: &str, status: &str, id: &str, actor: &str, automated: bool, change: &Option<String>| {
             json!({"deploy_id": id, "service": service, "environment": env, "commit_sha": sha, "artifact_digest": digest,
                 "actor": actor, "automated": automated, "change_id": change, "status": status})
         };
         let staging = format!("stg-{:06}", self.n);
-        self.push(Topic::Deploy, 28 * MIN, deploy("staging", "started", staging.clone(), "svc-deploybot", true, &None));
-        self.push(Topic::Deploy, 30 * MIN, deploy("staging", "succeeded", staging, "svc-deploybot", true, &None));
+        let bot = "svc-deploybot";
+        self.push(Topic::Deploy, 28 * MIN, deploy("staging", "started", &staging, bot, true, &None));
+        self.push(Topic::Deploy, 30 * MIN, deploy("staging", "succeeded", &staging, bot, true, &None));
         let (id, actor, automated) = (self.deploy_id(), self.deployer.clone(), self.automated);
-        self.push(
-            Topic::Deploy,
-            40 * MIN,
-            deploy("production", "started", id.clone(), &actor, automated, &deploy_change),
-        );
-        let last = if self.fails { "failed" } else { "succeeded" };
-        self.push(Topic::Deploy, 45 * MIN, deploy("production", last, id, &actor, automated, &deploy_change));
+        self.push(Topic::Deploy, 40 * MIN, deploy("production", "started", &id, &actor, automated, &change));
+        if !f.hangs {
+            let last = if f.fails { "failed" } else { "succeeded" };
+            self.push(Topic::Deploy, 45 * MIN, deploy("production", last, &id, &actor, automated, &change));
+        }
     }
+}
+
+const IT_MANAGER: &str = "it-manager@acme.example";
+
+fn access_event(action: &str, who: &str, role: &str, extra: Json) -> Json {
+    let mut base = json!({"action": action, "principal": who, "environment": "production", "role": role});
+    if let (Some(b), Json::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
+fn access_request(id: &str, action: &str, actor: &str, requester: &str) -> Json {
+    json!({"change_id": id, "service": "access", "action": action, "actor": actor, "requester": requester,
+        "change_type": "standard"})
 }
 
 fn strip_nulls(fields: Map<String, Json>) -> Map<String, Json> {
     fields.into_iter().filter(|(_, v)| !v.is_null()).collect()
 }
 
-/// Every engineer holds production deploy access from the start.
+/// Every engineer holds production deploy access from the start, each
+/// grant justified by an approved access request.
 pub(super) fn initial_grants(org: &Org, start_ms: i64) -> Vec<Event> {
-    org.engineers
-        .iter()
-        .enumerate()
-        .map(|(i, who)| {
-            let fields = json!({"event_id": format!("access-init-{i:03}"), "event_time": start_ms, "action": "granted",
-                "principal": who, "environment": "production", "role": "deployer", "granted_by": "okta-admin",
-                "change_id": format!("ACC-{i:03}")});
-            let Json::Object(fields) = fields else { unreachable!() };
-            Event { topic: Topic::Access, key: who.clone(), time_ms: start_ms, fields }
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (i, name) in org.engineers.iter().enumerate() {
+        let who = Org::email(name);
+        let request = format!("ACC-INIT-{i:03}");
+        let mut push = |topic: Topic, dt: i64, suffix: &str, fields: Json| {
+            let Json::Object(mut fields) = fields else { return };
+            fields.insert("event_id".into(), json!(format!("{}-init-{i:03}-{suffix}", topic.name())));
+            fields.insert("event_time".into(), json!(start_ms + dt));
+            let key = if topic == Topic::Access { who.clone() } else { "access".to_string() };
+            out.push(Event { topic, key, time_ms: start_ms + dt, fields: strip_nulls(fields) });
+        };
+        push(Topic::Change, MIN, "created", access_request(&request, "created", &who, &who));
+        push(Topic::Change, 2 * MIN, "approved", access_request(&request, "approved", IT_MANAGER, &who));
+        let grant = access_event("granted", &who, "deployer", json!({"granted_by": IT_MANAGER, "change_id": request}));
+        push(Topic::Access, 5 * MIN, "granted", grant);
+    }
+    out
 }
 
 /// Staging access churn: harmless filler that brings a stream to its exact size.
