@@ -74,6 +74,9 @@ impl Pipeline {
         });
         let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
         let controls = ControlSet::plan(sources, &catalog, &state, &config.identities).await?;
+        if config.identities.is_empty() {
+            tracing::info!("no [identities] in the config: people are compared by their names as the tools spell them");
+        }
         let source = Source::new(&config)?;
         let sink = Sink::new(&config, catalog.violation.clone())?;
         let (status_tx, _) = watch::channel(Status::default());
@@ -226,12 +229,20 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Commits, per partition, the lowest offset still retained, or the next
-    /// offset to read when nothing of the partition is retained.
+    /// Commits, per partition, the lowest offset still retained in state or
+    /// held by an undecided trigger, or the next offset to read when neither
+    /// holds anything of the partition.
     fn commit(&mut self) -> anyhow::Result<()> {
-        let low = self.state.low_water_offsets();
-        let offsets: BTreeMap<TopicPartition, i64> =
-            self.next_offsets.iter().map(|(tp, next)| (*tp, low.get(tp).map_or(*next, |l| (*l).min(*next)))).collect();
+        let retained = self.state.low_water_offsets();
+        let pending = self.controls.low_water_offsets();
+        let offsets: BTreeMap<TopicPartition, i64> = self
+            .next_offsets
+            .iter()
+            .map(|(tp, next)| {
+                let low = [retained.get(tp), pending.get(tp)].into_iter().flatten().fold(*next, |a, b| a.min(*b));
+                (*tp, low)
+            })
+            .collect();
         self.source.commit(&offsets)?;
         Ok(())
     }

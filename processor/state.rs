@@ -135,7 +135,9 @@ fn write(batches: &SharedBatches) -> std::sync::RwLockWriteGuard<'_, Vec<RecordB
     batches.write().unwrap_or_else(|p| p.into_inner())
 }
 
-fn min_offsets(batch: &RecordBatch) -> Vec<(i32, i64)> {
+/// The lowest offset per partition in a batch of a topic's canonical schema
+/// (whose last two columns are `_partition` and `_offset`).
+pub fn min_offsets(batch: &RecordBatch) -> Vec<(i32, i64)> {
     let n = batch.num_columns();
     let partitions = batch.column(n - 2).as_any().downcast_ref::<Int32Array>();
     let offsets = batch.column(n - 1).as_any().downcast_ref::<Int64Array>();

@@ -19,8 +19,7 @@ fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> st
     let text = format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cli-test\"\n\n\
          [time]\ntick = \"200ms\"\nidle_timeout = \"1s\"\n\n\
-         [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n\n{}",
-        vigil::generate::identities_toml()
+         [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -46,9 +45,12 @@ fn generate_then_run_publishes_exactly_the_truth() {
     broker.create_topic("vigil-dead-letter", 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let truth_path = dir.path().join("truth.json");
+    let identities = dir.path().join("identities.toml");
     let status = Command::new(VIGIL)
         .args(["generate", "--events", "4000", "--seed", "5", "--brokers", &bootstrap, "--truth"])
         .arg(&truth_path)
+        .arg("--identities")
+        .arg(&identities)
         .status()
         .unwrap();
     assert!(status.success());
@@ -58,6 +60,10 @@ fn generate_then_run_publishes_exactly_the_truth() {
 
     let port = free_port();
     let config = write_config(dir.path(), &bootstrap, port);
+    // The user's path: append the organisation's identity map to the config.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&std::fs::read_to_string(&identities).unwrap());
+    std::fs::write(&config, text).unwrap();
     let _run =
         Running(Command::new(VIGIL).args(["run", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -100,3 +100,51 @@ fn the_controls_reference_is_in_sync_with_the_headers() {
          `vigil docs --out docs/controls.md`"
     );
 }
+
+#[tokio::test]
+async fn retention_per_topic_follows_the_controls_that_scan_it() {
+    use std::time::Duration;
+    use vigil::schema::Topic;
+    use vigil::state::State;
+    let catalog = Catalog::builtin().unwrap();
+    let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+    let controls = ControlSet::plan(&builtin_sources(), &catalog, &state, &Default::default()).await.unwrap();
+    let h = |n: u64| Duration::from_secs(n * 3600);
+    // AC-01 (grace 15m, look-back 90d) is the only control that reaches back 90 days, into access.
+    assert_eq!(controls.retention(Topic::Access), h(90 * 24) + Duration::from_secs(900));
+    // CM-04 (deadline 24h, look-back 30d) scans change.
+    assert_eq!(controls.retention(Topic::Change), h(24) + h(30 * 24));
+    assert_eq!(controls.retention(Topic::Ci), h(30 * 24) + Duration::from_secs(900));
+    // Only AUD-01 (deadline 1h, look-back 1h) scans the deploy table; the others read `due`.
+    assert_eq!(controls.retention(Topic::Deploy), h(2));
+}
+
+#[tokio::test]
+async fn an_undecided_trigger_holds_back_its_partitions_commit() {
+    use std::sync::Arc;
+    use vigil::decode::{Decoder, Format, RawMessage, SchemaResolver, TimeBounds};
+    use vigil::schema::Topic;
+    use vigil::state::State;
+    let catalog = Catalog::builtin().unwrap();
+    let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+    let mut controls = ControlSet::plan(&builtin_sources(), &catalog, &state, &Default::default()).await.unwrap();
+    let decoder = Decoder::new(
+        catalog.event(Topic::Deploy).clone(),
+        Arc::new(SchemaResolver::new(None, None).unwrap()),
+        Format::Json,
+        TimeBounds::default(),
+    );
+    let t = vigil::testing::T_MS;
+    let payload = format!(
+        r#"{{"event_id":"e","event_time":{t},"deploy_id":"d","service":"s","environment":"production",
+            "commit_sha":"c","actor":"svc","automated":true,"status":"succeeded"}}"#
+    );
+    let decoded = decoder.decode([RawMessage { payload: Some(payload.as_bytes()), partition: 2, offset: 41 }], t);
+    controls.admit(Topic::Deploy, &decoded.batch.unwrap(), None).unwrap();
+    assert_eq!(controls.low_water_offsets().get(&(Topic::Deploy, 2)), Some(&41));
+    // Past every grace but not CM-04's 24-hour deadline: still held.
+    controls.evaluate(t + 2 * 3_600_000).await.unwrap();
+    assert_eq!(controls.low_water_offsets().get(&(Topic::Deploy, 2)), Some(&41));
+    controls.evaluate(t + 25 * 3_600_000).await.unwrap();
+    assert!(controls.low_water_offsets().is_empty());
+}

@@ -22,6 +22,7 @@ mod output;
 mod source;
 mod table;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,7 @@ pub use source::{builtin_sources, load_dir, ControlSource};
 
 use crate::identity::Identities;
 use crate::schema::{Catalog, Topic};
-use crate::state::{SharedBatches, State};
+use crate::state::{min_offsets, SharedBatches, State};
 use output::{check_output, findings_of};
 use table::LiveTable;
 
@@ -180,6 +181,21 @@ impl ControlSet {
             control.pending.clear();
             control.late.clear();
         }
+    }
+
+    /// The lowest offset of an undecided trigger, per partition of each
+    /// trigger topic. Committed offsets must not pass it: a trigger waiting
+    /// for a 24-hour deadline may be long gone from state.
+    pub fn low_water_offsets(&self) -> BTreeMap<(Topic, i32), i64> {
+        let mut out = BTreeMap::new();
+        for control in &self.controls {
+            for batch in control.pending.iter().chain(&control.late) {
+                for (p, o) in min_offsets(batch) {
+                    out.entry((control.meta.trigger, p)).and_modify(|m: &mut i64| *m = (*m).min(o)).or_insert(o);
+                }
+            }
+        }
+        out
     }
 
     /// Trigger rows not yet decided, over all controls.
