@@ -8,7 +8,7 @@
 //! stalled after about 200,000 of a 1,000,000-record backlog. The demo stays
 //! well below that; bigger runs want a real broker (`--brokers`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -104,17 +104,35 @@ impl ConsumerContext for ReaderContext {}
 
 /// Reads `topic` from the beginning to its current end.
 pub fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> anyhow::Result<Vec<ReadRecord>> {
-    let consumer: BaseConsumer<ReaderContext> = ClientConfig::new()
+    read_from(bootstrap, &BTreeMap::new(), topic, &BTreeMap::new(), timeout)
+}
+
+/// Reads `topic` to its current end, each partition from the offset in
+/// `from` (or its beginning). `properties` are passed to librdkafka (SASL,
+/// TLS). Blocking: call it off the async runtime's worker threads.
+pub fn read_from(
+    bootstrap: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<ReadRecord>> {
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "vigil-reader")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create_with_context(ReaderContext)?;
+        .set("enable.partition.eof", "true");
+    for (k, v) in properties {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer<ReaderContext> = client.create_with_context(ReaderContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     let mut list = TopicPartitionList::new();
     for p in &partitions {
-        list.add_partition_offset(topic, *p, Offset::Beginning)?;
+        let offset = from.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        list.add_partition_offset(topic, *p, offset)?;
     }
     consumer.assign(&list)?;
     let mut at_end = HashSet::new();

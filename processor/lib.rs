@@ -42,6 +42,7 @@ pub mod generate;
 pub mod identity;
 pub mod metrics;
 pub mod pipeline;
+pub mod published;
 pub mod schema;
 pub mod sink;
 pub mod source;

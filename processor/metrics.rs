@@ -22,6 +22,7 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub violations: IntCounterVec,
     pub late_triggers: IntCounterVec,
+    pub redecided: IntCounterVec,
     pub watermark: GaugeVec,
     pub evaluation_seconds: HistogramVec,
     pub state_rows: IntGaugeVec,
@@ -91,6 +92,11 @@ impl Metrics {
                 "Triggers judged after the watermark had passed their decision time.",
                 &["control"],
             ),
+            redecided: counter(
+                "vigil_redecided_violations_total",
+                "Violations decided again after a restart or rebalance and not published again: their id was already on the violations topic.",
+                &["control"],
+            ),
             watermark,
             evaluation_seconds,
             state_rows: int_gauge("vigil_state_rows", "Events retained in state, by topic.", &["topic"]),
@@ -137,4 +143,14 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition: what
+/// the tests read back from /metrics.
+pub fn sample_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

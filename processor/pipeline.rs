@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::controls::{ControlSet, ControlSource};
 use crate::decode::{Decoder, RawMessage, SchemaResolver};
 use crate::metrics::Metrics;
+use crate::published::Published;
 use crate::schema::{Catalog, Topic};
 use crate::sink::{DeadLetter, Sink};
 use crate::source::{InMessage, Source};
@@ -53,6 +54,10 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     source: Source,
     sink: Sink,
+    /// Ids already on the violations topic; never published again.
+    published: Published,
+    /// Read the violations topic on before the next decision (start-up, new partitions).
+    catch_up: bool,
     next_offsets: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
     status: Status,
@@ -80,7 +85,10 @@ impl Pipeline {
         let source = Source::new(&config)?;
         let sink = Sink::new(&config, catalog.violation.clone())?;
         let (status_tx, _) = watch::channel(Status::default());
+        let published = Published::new(&config);
         Ok(Pipeline {
+            published,
+            catch_up: true,
             watermarks: Watermarks::new(config.watermarks),
             config,
             catalog,
@@ -120,7 +128,16 @@ impl Pipeline {
             if *shutdown.borrow_and_update() {
                 break;
             }
-            let messages = self.source.recv_batch(MAX_BATCH, next_tick).await;
+            let mut messages = self.source.recv_batch(MAX_BATCH, next_tick).await;
+            let revoked = self.source.take_revoked();
+            if !revoked.is_empty() {
+                messages.retain(|m| !revoked.contains(&(m.topic, m.partition)));
+                self.revoke(&revoked);
+            }
+            if self.source.take_assigned() {
+                self.catch_up = true;
+                self.watermarks.reset();
+            }
             self.ingest(messages)?;
             if Instant::now() >= next_tick {
                 self.tick().await?;
@@ -192,7 +209,18 @@ impl Pipeline {
         self.metrics.ready.set(i64::from(!assigned.is_empty()));
         let watermark = self.watermarks.advance(now, wall_ms());
         let mut violations = Vec::new();
-        if let Some(w) = watermark {
+        if self.catch_up && watermark.is_some() {
+            match self.published.catch_up(CATCH_UP_TIMEOUT).await {
+                Ok(read) => {
+                    tracing::info!(read, known = self.published.len(), "read the violations topic on");
+                    self.catch_up = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the violations topic yet; deciding nothing until it can be read")
+                }
+            }
+        }
+        if let Some(w) = watermark.filter(|_| !self.catch_up) {
             for evaluation in self.controls.evaluate(w).await? {
                 let control = &self.controls.controls()[evaluation.control];
                 self.metrics
@@ -201,10 +229,16 @@ impl Pipeline {
                     .observe(evaluation.elapsed.as_secs_f64());
                 let detected_at = wall_ms();
                 for finding in evaluation.findings {
-                    if finding.late {
+                    let violation = Violation::new(control, finding, detected_at);
+                    if self.published.contains(&violation.id) {
+                        self.metrics.redecided.with_label_values(&[control.meta.id.as_str()]).inc();
+                        continue;
+                    }
+                    if violation.late {
                         self.metrics.late_triggers.with_label_values(&[control.meta.id.as_str()]).inc();
                     }
-                    violations.push(Violation::new(control, finding, detected_at));
+                    self.published.insert(&violation.id);
+                    violations.push(violation);
                 }
             }
         }
@@ -227,6 +261,17 @@ impl Pipeline {
         self.commit()?;
         self.report(watermark, violations.len());
         Ok(())
+    }
+
+    /// Forgets what belongs to revoked partitions: their next owner replays
+    /// them from the committed offsets, which never passed anything they need.
+    fn revoke(&mut self, revoked: &[TopicPartition]) {
+        self.state.drop_partitions(revoked);
+        self.controls.drop_partitions(revoked);
+        for tp in revoked {
+            self.next_offsets.remove(tp);
+        }
+        tracing::info!(partitions = revoked.len(), "dropped the state and triggers of revoked partitions");
     }
 
     /// Commits, per partition, the lowest offset still retained in state or
@@ -275,6 +320,9 @@ impl Pipeline {
 pub fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Longest wait for the violations topic to be read on.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long to wait between looks at a status channel.
 pub const STATUS_POLL: Duration = Duration::from_millis(50);

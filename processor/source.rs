@@ -3,10 +3,13 @@
 //! says so; nothing is auto-committed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -37,8 +40,37 @@ pub enum SourceError {
     Commit(KafkaError),
 }
 
+/// Hears about rebalances. Callbacks run inside the consumer's poll, that is
+/// inside [`Source::recv_batch`], never while the pipeline is in a tick.
+#[derive(Default)]
+pub struct SourceContext {
+    revoked: Mutex<Vec<(String, i32)>>,
+    assigned: AtomicBool,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            revoked.extend(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+            tracing::info!(partitions = list.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            if list.count() > 0 {
+                self.assigned.store(true, Ordering::SeqCst);
+                tracing::info!(partitions = list.count(), "partitions assigned");
+            }
+        }
+    }
+}
+
 pub struct Source {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<SourceContext>,
     topics: [String; 4],
     /// Start offsets of partitions nothing has been read from yet.
     start_offsets: HashMap<TopicPartition, i64>,
@@ -58,8 +90,8 @@ impl Source {
         for (k, v) in &config.kafka_properties {
             client.set(k, v);
         }
-        let consumer: StreamConsumer = client
-            .create()
+        let consumer: StreamConsumer<SourceContext> = client
+            .create_with_context(SourceContext::default())
             .map_err(|source| SourceError::Create { servers: config.bootstrap_servers.clone(), source })?;
         let names: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|source| SourceError::Subscribe { topics: names.join(", "), source })?;
@@ -107,6 +139,24 @@ impl Source {
             }
         }
         out
+    }
+
+    /// Partitions revoked since the last call: their state and pending
+    /// triggers belong to their next owner now.
+    pub fn take_revoked(&mut self) -> Vec<TopicPartition> {
+        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        let revoked: Vec<TopicPartition> =
+            revoked.into_iter().filter_map(|(name, p)| self.topic_of(&name).map(|t| (t, p))).collect();
+        for tp in &revoked {
+            self.start_offsets.remove(tp);
+            self.last_commit.remove(tp);
+        }
+        revoked
+    }
+
+    /// True once after partitions were newly assigned.
+    pub fn take_assigned(&self) -> bool {
+        self.consumer.context().assigned.swap(false, Ordering::SeqCst)
     }
 
     /// The partitions currently assigned to this instance.
@@ -167,7 +217,7 @@ impl Source {
 
 /// The low and high offsets librdkafka last saw for a partition in fetch
 /// responses; no network round trip. `None` until the first fetch.
-fn cached_watermarks(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<(i64, i64)> {
+fn cached_watermarks(consumer: &StreamConsumer<SourceContext>, topic: &str, partition: i32) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the topic is

@@ -102,6 +102,24 @@ impl State {
         dropped
     }
 
+    /// Drops the rows of `partitions` (revoked: their next owner replays them).
+    pub fn drop_partitions(&mut self, partitions: &[(Topic, i32)]) {
+        for topic in Topic::ALL {
+            let ps: Vec<i32> = partitions.iter().filter(|(t, _)| *t == topic).map(|(_, p)| *p).collect();
+            if ps.is_empty() {
+                continue;
+            }
+            let state = &mut self.topics[topic.index()];
+            let batches = std::mem::take(&mut *write(&state.batches));
+            state.meta.clear();
+            for batch in batches {
+                if let Some(kept) = without_partitions(&batch, &ps) {
+                    self.append(topic, kept);
+                }
+            }
+        }
+    }
+
     /// Drops everything (between test cases).
     pub fn clear(&mut self) {
         for state in &mut self.topics {
@@ -133,6 +151,15 @@ fn write(batches: &SharedBatches) -> std::sync::RwLockWriteGuard<'_, Vec<RecordB
     // A panic while holding the lock cannot leave the Vec half-updated: every
     // mutation is a single push or retain.
     batches.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `batch` without the rows of `partitions`; `None` when nothing is left.
+pub fn without_partitions(batch: &RecordBatch, partitions: &[i32]) -> Option<RecordBatch> {
+    let column = batch.column(batch.num_columns() - 2).as_any().downcast_ref::<Int32Array>()?;
+    let keep: datafusion::arrow::array::BooleanArray =
+        column.iter().map(|p| Some(!p.is_some_and(|p| partitions.contains(&p)))).collect();
+    let kept = datafusion::arrow::compute::filter_record_batch(batch, &keep).ok()?;
+    (kept.num_rows() > 0).then_some(kept)
 }
 
 /// The lowest offset per partition in a batch of a topic's canonical schema

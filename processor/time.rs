@@ -119,6 +119,14 @@ impl Watermarks {
         self.current
     }
 
+    /// Forgets the watermark so it is recomputed from the partitions now
+    /// assigned, and may move back: newly assigned partitions replay from
+    /// their committed offsets, and their triggers are not late for that.
+    /// Moving back only delays decisions; none is made twice (see `published`).
+    pub fn reset(&mut self) {
+        self.current = None;
+    }
+
     pub fn current(&self) -> Option<i64> {
         self.current
     }

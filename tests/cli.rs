@@ -18,6 +18,7 @@ fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> st
     let path = dir.join("vigil.toml");
     let text = format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cli-test\"\n\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n\
          [time]\ntick = \"200ms\"\nidle_timeout = \"1s\"\n\n\
          [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n"
     );
@@ -64,7 +65,7 @@ fn generate_then_run_publishes_exactly_the_truth() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&std::fs::read_to_string(&identities).unwrap());
     std::fs::write(&config, text).unwrap();
-    let _run =
+    let run =
         Running(Command::new(VIGIL).args(["run", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);
     let found = loop {
@@ -85,6 +86,31 @@ fn generate_then_run_publishes_exactly_the_truth() {
     assert!(metrics.contains("vigil_build_info"), "{metrics}");
     let ready = ureq::get(&format!("http://127.0.0.1:{port}/readyz")).call().unwrap();
     assert_eq!(ready.status(), 200);
+
+    // kill -9 and start again: the restart replays retained state from the
+    // committed offsets and decides again, but publishes no id twice.
+    drop(run);
+    let _again =
+        Running(Command::new(VIGIL).args(["run", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        let redecided = vigil::metrics::sample_sum(&text, "vigil_redecided_violations_total");
+        let pending = vigil::metrics::sample_sum(&text, "vigil_pending_triggers");
+        if redecided > 0.0 && pending == 0.0 && text.contains("vigil_ready 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted processor did not re-decide: {text}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let records = read_all(&bootstrap, "vigil-violations", Duration::from_secs(30)).unwrap();
+    let ids: BTreeSet<String> = records.iter().map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap()).collect();
+    assert_eq!(records.len(), expected.len(), "a restart published again");
+    assert_eq!(ids, expected);
 }
 
 #[test]

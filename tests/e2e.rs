@@ -55,23 +55,14 @@ async fn avro_stream_of_20k_events_yields_exactly_the_injected_violations() {
 
     // The metrics tell the same story.
     let m = &summary.metrics_text;
-    assert_eq!(metric_sum(m, "vigil_events_consumed_total"), 20_010.0);
-    assert_eq!(metric_sum(m, "vigil_events_rejected_total"), 10.0);
-    assert_eq!(metric_sum(m, "vigil_dead_letters_total"), 10.0);
-    assert_eq!(metric_sum(m, "vigil_violations_total"), summary.found as f64);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_events_consumed_total"), 20_010.0);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_events_rejected_total"), 10.0);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_dead_letters_total"), 10.0);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_violations_total"), summary.found as f64);
     assert!(m.contains("vigil_violations_total{control=\"SOD-02\",severity=\"critical\"}"), "{m}");
-    assert!(metric_sum(m, "vigil_evaluation_duration_seconds_count") > 0.0);
-    assert!(metric_sum(m, "vigil_watermark_seconds") > 0.0);
-    assert_eq!(metric_sum(m, "vigil_pending_triggers"), 0.0);
-}
-
-/// The sum of every sample of `name` in a Prometheus text exposition.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    assert!(vigil::metrics::sample_sum(m, "vigil_evaluation_duration_seconds_count") > 0.0);
+    assert!(vigil::metrics::sample_sum(m, "vigil_watermark_seconds") > 0.0);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_pending_triggers"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,7 @@ pub use source::{builtin_sources, load_dir, ControlSource};
 
 use crate::identity::Identities;
 use crate::schema::{Catalog, Topic};
-use crate::state::{min_offsets, SharedBatches, State};
+use crate::state::{min_offsets, without_partitions, SharedBatches, State};
 use output::{check_output, findings_of};
 use table::LiveTable;
 
@@ -173,6 +173,20 @@ impl ControlSet {
             .map(|c| c.meta.wait() + c.meta.lookback)
             .max()
             .unwrap_or_default()
+    }
+
+    /// Drops the undecided triggers of `partitions` (revoked: their next owner
+    /// replays and decides them).
+    pub fn drop_partitions(&mut self, partitions: &[(Topic, i32)]) {
+        for control in &mut self.controls {
+            let ps: Vec<i32> = partitions.iter().filter(|(t, _)| *t == control.meta.trigger).map(|(_, p)| *p).collect();
+            if ps.is_empty() {
+                continue;
+            }
+            for queue in [&mut control.pending, &mut control.late] {
+                *queue = queue.iter().filter_map(|b| without_partitions(b, &ps)).collect();
+            }
+        }
     }
 
     /// Forgets every pending and late trigger (between test cases).
