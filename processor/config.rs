@@ -70,14 +70,23 @@ pub struct RawKafka {
     /// Consumer group shared by all Vigil instances.
     #[serde(default = "default_group")]
     pub group_id: String,
-    /// Extra librdkafka properties (security, tuning), passed through as is.
+    /// Extra librdkafka properties (security, tuning), passed through as is
+    /// to every client.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumers only (e.g. session.timeout.ms).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
 }
 
 impl Default for RawKafka {
     fn default() -> Self {
-        RawKafka { bootstrap_servers: default_bootstrap(), group_id: default_group(), properties: BTreeMap::new() }
+        RawKafka {
+            bootstrap_servers: default_bootstrap(),
+            group_id: default_group(),
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+        }
     }
 }
 
@@ -148,6 +157,8 @@ pub struct Config {
     pub bootstrap_servers: String,
     pub group_id: String,
     pub kafka_properties: BTreeMap<String, String>,
+    /// `kafka_properties` plus the consumer-only ones.
+    pub consumer_properties: BTreeMap<String, String>,
     /// Kafka topic name per logical input topic.
     pub input_topics: [String; 4],
     pub formats: [Format; 4],
@@ -201,6 +212,13 @@ impl Config {
         Ok(Config {
             bootstrap_servers: raw.kafka.bootstrap_servers,
             group_id: raw.kafka.group_id,
+            consumer_properties: raw
+                .kafka
+                .properties
+                .iter()
+                .chain(&raw.kafka.consumer_properties)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             kafka_properties: raw.kafka.properties,
             input_topics,
             formats,

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub state_bytes: IntGaugeVec,
     pub pending_triggers: IntGauge,
     pub ready: IntGauge,
+    pub assigned_partitions: IntGauge,
 }
 
 impl Metrics {
@@ -70,6 +71,12 @@ impl Metrics {
         let ready = IntGauge::new("vigil_ready", "1 when partitions are assigned and the pipeline is running.")
             .expect("valid metric");
         registry.register(Box::new(ready.clone())).expect("unique metric");
+        let assigned_partitions = IntGauge::new(
+            "vigil_assigned_partitions",
+            "Input partitions this instance reads: its share of the group's, plus every access partition.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(assigned_partitions.clone())).expect("unique metric");
         Arc::new(Metrics {
             events_consumed: counter("vigil_events_consumed_total", "Input records read, by topic.", &["topic"]),
             events_rejected: counter(
@@ -103,6 +110,7 @@ impl Metrics {
             state_bytes: int_gauge("vigil_state_bytes", "Memory held by retained events, by topic.", &["topic"]),
             pending_triggers: pending,
             ready,
+            assigned_partitions,
             registry,
         })
     }

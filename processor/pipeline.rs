@@ -22,7 +22,7 @@ use crate::published::Published;
 use crate::schema::{Catalog, Topic};
 use crate::sink::{DeadLetter, Sink};
 use crate::source::{InMessage, Source};
-use crate::state::State;
+use crate::state::{without_partitions, State};
 use crate::time::{TopicPartition, Watermarks};
 use crate::violation::Violation;
 
@@ -58,6 +58,9 @@ pub struct Pipeline {
     published: Published,
     /// Read the violations topic on before the next decision (start-up, new partitions).
     catch_up: bool,
+    /// Partitions of the change topic the group assigned here; access
+    /// triggers of the same partition numbers are decided here.
+    owned_change: Vec<i32>,
     next_offsets: BTreeMap<TopicPartition, i64>,
     dead: Vec<DeadLetter>,
     status: Status,
@@ -89,6 +92,7 @@ impl Pipeline {
         Ok(Pipeline {
             published,
             catch_up: true,
+            owned_change: Vec::new(),
             watermarks: Watermarks::new(config.watermarks),
             config,
             catalog,
@@ -135,8 +139,7 @@ impl Pipeline {
                 self.revoke(&revoked);
             }
             if self.source.take_assigned() {
-                self.catch_up = true;
-                self.watermarks.reset();
+                self.reassigned();
             }
             self.ingest(messages)?;
             if Instant::now() >= next_tick {
@@ -171,6 +174,9 @@ impl Pipeline {
                 self.next_offsets.insert((topic, m.partition), m.offset + 1);
             }
             for reject in decoded.rejects {
+                if topic == Topic::Access && !self.owned_change.contains(&reject.partition) {
+                    continue; // every instance reads it; its owner dead-letters it
+                }
                 let m = of_topic.iter().find(|m| m.partition == reject.partition && m.offset == reject.offset);
                 let reason = reject.error.reason();
                 self.metrics.events_rejected.with_label_values(&[topic.name(), reason]).inc();
@@ -191,7 +197,21 @@ impl Pipeline {
                 self.watermarks.observe((topic, partition), max_time, now);
             }
             if let Some(batch) = decoded.batch {
-                self.controls.admit(topic, &batch, self.watermarks.current())?;
+                // Every instance reads all access events as context, but
+                // decides only the access triggers of the partitions whose
+                // change partition it owns (access requests are keyed, like
+                // grants, by principal).
+                let triggers = match topic {
+                    Topic::Access => {
+                        let others: Vec<i32> =
+                            of_topic.iter().map(|m| m.partition).filter(|p| !self.owned_change.contains(p)).collect();
+                        without_partitions(&batch, &others)
+                    }
+                    _ => Some(batch.clone()),
+                };
+                if let Some(triggers) = triggers {
+                    self.controls.admit(topic, &triggers, self.watermarks.current())?;
+                }
                 self.state.append(topic, batch);
             }
         }
@@ -200,6 +220,7 @@ impl Pipeline {
 
     async fn tick(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
+        self.source.read_access_in_full(false);
         let assigned = self.source.assignment();
         self.watermarks.assign(&assigned);
         for tp in &assigned {
@@ -207,7 +228,12 @@ impl Pipeline {
             self.watermarks.set_caught_up(*tp, caught_up, now);
         }
         self.metrics.ready.set(i64::from(!assigned.is_empty()));
+        self.metrics.assigned_partitions.set(assigned.len() as i64);
         let watermark = self.watermarks.advance(now, wall_ms());
+        if watermark.is_none() && self.status.ticks % 50 == 49 {
+            let waiting = self.watermarks.waiting_on(now);
+            tracing::info!(?waiting, "no watermark yet: waiting for these partitions to be read or caught up");
+        }
         let mut violations = Vec::new();
         if self.catch_up && watermark.is_some() {
             match self.published.catch_up(CATCH_UP_TIMEOUT).await {
@@ -220,7 +246,13 @@ impl Pipeline {
                 }
             }
         }
-        if let Some(w) = watermark.filter(|_| !self.catch_up) {
+        if self.catch_up {
+            // Nothing may be published (or committed past) before we know
+            // what already was.
+            self.report(watermark, 0);
+            return Ok(());
+        }
+        if let Some(w) = watermark {
             for evaluation in self.controls.evaluate(w).await? {
                 let control = &self.controls.controls()[evaluation.control];
                 self.metrics
@@ -242,9 +274,15 @@ impl Pipeline {
                 }
             }
         }
-        let dead = std::mem::take(&mut self.dead);
+        let mut dead = std::mem::take(&mut self.dead);
+        let mut seen = std::collections::HashSet::new();
+        dead.retain(|d| {
+            !self.published.is_dead_lettered(&d.source_topic, d.partition, d.offset)
+                && seen.insert((d.source_topic.clone(), d.partition, d.offset))
+        });
         self.sink.publish(&violations, &dead).await?;
         for d in &dead {
+            self.published.dead_lettered(&d.source_topic, d.partition, d.offset);
             let topic = self.config.topic_of(&d.source_topic).map_or("unknown", Topic::name);
             self.metrics.dead_letters.with_label_values(&[topic, d.reason]).inc();
         }
@@ -263,11 +301,31 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The group's assignment changed: access triggers now belong to
+    /// different partitions, so the access topic is read again from the
+    /// beginning; the violations topic is read on before the next decision.
+    fn reassigned(&mut self) {
+        self.owned_change =
+            self.source.assignment().into_iter().filter(|(t, _)| *t == Topic::Change).map(|(_, p)| p).collect();
+        let access: Vec<TopicPartition> =
+            self.next_offsets.keys().copied().filter(|(t, _)| *t == Topic::Access).collect();
+        self.state.drop_partitions(&access);
+        self.controls.drop_partitions(&access);
+        self.watermarks.forget(&access);
+        for tp in &access {
+            self.next_offsets.remove(tp);
+        }
+        self.source.read_access_in_full(true);
+        self.watermarks.reset();
+        self.catch_up = true;
+    }
+
     /// Forgets what belongs to revoked partitions: their next owner replays
     /// them from the committed offsets, which never passed anything they need.
     fn revoke(&mut self, revoked: &[TopicPartition]) {
         self.state.drop_partitions(revoked);
         self.controls.drop_partitions(revoked);
+        self.watermarks.forget(revoked);
         for tp in revoked {
             self.next_offsets.remove(tp);
         }

@@ -14,22 +14,31 @@
 //! published) before the new owner is assigned it, so the new owner's read
 //! sees every id the old owner published for it.
 //!
+//! The dead-letter topic is read the same way: a replay decodes the same bad
+//! records again, and a record already dead-lettered (by its source topic,
+//! partition and offset, from the headers) is not dead-lettered twice.
+//!
 //! Memory: a 128-bit number per violation ever published (16 bytes, about 40
-//! with the hash set's overhead).
+//! with the hash set's overhead), and one offset per source partition.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::embedded::read_from;
+use crate::embedded::{read_from, ReadRecord};
 
 pub struct Published {
     bootstrap: String,
     properties: BTreeMap<String, String>,
     topic: String,
+    dead_letter_topic: String,
     ids: HashSet<u128>,
-    /// Next offset to read per partition.
+    /// Next offset to read per partition of the violations topic.
     next: BTreeMap<i32, i64>,
+    /// The same for the dead-letter topic.
+    dead_next: BTreeMap<i32, i64>,
+    /// Highest source offset dead-lettered, per source topic and partition.
+    dead_lettered: HashMap<(String, i32), i64>,
 }
 
 /// Violation ids are 32 hex digits.
@@ -41,28 +50,60 @@ impl Published {
     pub fn new(config: &Config) -> Published {
         Published {
             bootstrap: config.bootstrap_servers.clone(),
-            properties: config.kafka_properties.clone(),
+            properties: config.consumer_properties.clone(),
             topic: config.violations_topic.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
             ids: HashSet::new(),
             next: BTreeMap::new(),
+            dead_next: BTreeMap::new(),
+            dead_lettered: HashMap::new(),
         }
     }
 
-    /// Reads the violations topic on to its current end; returns how many
-    /// records were read.
+    /// Reads the violations and dead-letter topics on to their current
+    /// ends; returns how many records were read.
     pub async fn catch_up(&mut self, timeout: Duration) -> anyhow::Result<usize> {
-        let (bootstrap, properties, topic, from) =
-            (self.bootstrap.clone(), self.properties.clone(), self.topic.clone(), self.next.clone());
-        let records =
-            tokio::task::spawn_blocking(move || read_from(&bootstrap, &properties, &topic, &from, timeout)).await??;
+        let records = self.read_on(&self.topic.clone(), self.next.clone(), timeout).await?;
         for r in &records {
             if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
                 self.ids.insert(id);
             }
-            let next = self.next.entry(r.partition).or_insert(0);
-            *next = (*next).max(r.offset + 1);
+            advance(&mut self.next, r);
         }
-        Ok(records.len())
+        let dead = self.read_on(&self.dead_letter_topic.clone(), self.dead_next.clone(), timeout).await?;
+        for r in &dead {
+            let header = |k: &str| r.headers.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let source = header("vigil.source.topic").map(str::to_string);
+            let partition = header("vigil.source.partition").and_then(|p| p.parse().ok());
+            let offset = header("vigil.source.offset").and_then(|o| o.parse().ok());
+            if let (Some(source), Some(partition), Some(offset)) = (source, partition, offset) {
+                self.dead_lettered(&source, partition, offset);
+            }
+            advance(&mut self.dead_next, r);
+        }
+        Ok(records.len() + dead.len())
+    }
+
+    async fn read_on(
+        &self,
+        topic: &str,
+        from: BTreeMap<i32, i64>,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ReadRecord>> {
+        let (bootstrap, properties, topic) = (self.bootstrap.clone(), self.properties.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || read_from(&bootstrap, &properties, &topic, &from, timeout)).await?
+    }
+
+    /// Whether the record at `topic/partition/offset` is already on the
+    /// dead-letter topic.
+    pub fn is_dead_lettered(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.dead_lettered.get(&(topic.to_string(), partition)).is_some_and(|m| offset <= *m)
+    }
+
+    /// Records that `topic/partition/offset` was dead-lettered.
+    pub fn dead_lettered(&mut self, topic: &str, partition: i32, offset: i64) {
+        let max = self.dead_lettered.entry((topic.to_string(), partition)).or_insert(offset);
+        *max = (*max).max(offset);
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -82,4 +123,9 @@ impl Published {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+}
+
+fn advance(next: &mut BTreeMap<i32, i64>, r: &ReadRecord) {
+    let n = next.entry(r.partition).or_insert(0);
+    *n = (*n).max(r.offset + 1);
 }

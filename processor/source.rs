@@ -1,6 +1,15 @@
-//! Kafka in: one consumer in the configured group, subscribed to the four
-//! input topics. Offsets are stored and committed only when the pipeline
-//! says so; nothing is auto-committed.
+//! Kafka in: one consumer in the configured group, subscribed to the change,
+//! ci and deploy topics, and a second one that reads every partition of the
+//! access topic in full, outside the group.
+//!
+//! Change, ci and deploy are co-partitioned (keyed by service, same
+//! partition count) and the group uses the range assignor, so an instance
+//! owns the same partition numbers of every topic and all the context of a
+//! service's decisions. Access grants are keyed by principal: a deploy's
+//! deployer may be anywhere, so every instance keeps all of them (they are
+//! few). Offsets of the group's partitions are committed only when the
+//! pipeline says so; the access reader commits nothing and starts from the
+//! beginning whenever the group's assignment changes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +80,10 @@ impl ConsumerContext for SourceContext {
 
 pub struct Source {
     consumer: StreamConsumer<SourceContext>,
+    /// Reads the access topic in full.
+    broadcast: StreamConsumer,
+    /// The access topic's partitions, once known and assigned to `broadcast`.
+    broadcast_partitions: Vec<i32>,
     topics: [String; 4],
     /// Start offsets of partitions nothing has been read from yet.
     start_offsets: HashMap<TopicPartition, i64>,
@@ -86,17 +99,25 @@ impl Source {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky");
-        for (k, v) in &config.kafka_properties {
+            .set("partition.assignment.strategy", "range");
+        for (k, v) in &config.consumer_properties {
             client.set(k, v);
         }
-        let consumer: StreamConsumer<SourceContext> = client
-            .create_with_context(SourceContext::default())
-            .map_err(|source| SourceError::Create { servers: config.bootstrap_servers.clone(), source })?;
-        let names: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+        let create_err = |source| SourceError::Create { servers: config.bootstrap_servers.clone(), source };
+        let consumer: StreamConsumer<SourceContext> =
+            client.create_with_context(SourceContext::default()).map_err(create_err)?;
+        let names: Vec<&str> = Topic::ALL
+            .into_iter()
+            .filter(|t| *t != Topic::Access)
+            .map(|t| config.input_topics[t.index()].as_str())
+            .collect();
         consumer.subscribe(&names).map_err(|source| SourceError::Subscribe { topics: names.join(", "), source })?;
+        client.set("group.id", format!("{}-access-reader", config.group_id));
+        let broadcast: StreamConsumer = client.create().map_err(create_err)?;
         Ok(Source {
             consumer,
+            broadcast,
+            broadcast_partitions: Vec::new(),
             topics: config.input_topics.clone(),
             start_offsets: HashMap::new(),
             last_commit: BTreeMap::new(),
@@ -107,22 +128,22 @@ impl Source {
         Topic::ALL.into_iter().find(|t| self.topics[t.index()] == name)
     }
 
-    /// Receives up to `max` messages, waiting no later than `deadline`.
+    /// Receives up to `max` messages from both consumers, waiting no later
+    /// than `deadline`.
     pub async fn recv_batch(&self, max: usize, deadline: Instant) -> Vec<InMessage> {
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::from_std(deadline);
+        let reading_access = !self.broadcast_partitions.is_empty();
         while out.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => {
-                    let Some(topic) = self.topic_of(m.topic()) else { continue };
-                    out.push(InMessage {
-                        topic,
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                    });
+            let next = async {
+                tokio::select! {
+                    m = self.consumer.recv() => m.map(|m| self.detach(&m)),
+                    m = self.broadcast.recv(), if reading_access => m.map(|m| self.detach(&m)),
                 }
+            };
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Ok(Some(m))) => out.push(m),
+                Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
                     // Broker and network errors are retried inside librdkafka;
                     // they surface here for visibility only.
@@ -139,6 +160,52 @@ impl Source {
             }
         }
         out
+    }
+
+    fn detach(&self, m: &impl Message) -> Option<InMessage> {
+        Some(InMessage {
+            topic: self.topic_of(m.topic())?,
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        })
+    }
+
+    /// Assigns every partition of the access topic to the access reader,
+    /// from the beginning. `restart` re-reads it even if already assigned
+    /// (the group's assignment changed, and with it which access triggers
+    /// this instance decides). Returns whether the reader is assigned.
+    pub fn read_access_in_full(&mut self, restart: bool) -> bool {
+        if !self.broadcast_partitions.is_empty() && !restart {
+            return true;
+        }
+        if self.consumer.assignment().map_or(true, |a| a.count() == 0) {
+            return false; // which access triggers are ours follows the group's assignment
+        }
+        let topic = &self.topics[Topic::Access.index()];
+        let partitions: Vec<i32> = match self.broadcast.fetch_metadata(Some(topic), Duration::from_secs(2)) {
+            Ok(m) => m.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect(),
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "cannot read the access topic's partitions yet");
+                return false;
+            }
+        };
+        let mut list = TopicPartitionList::new();
+        for p in &partitions {
+            if list.add_partition_offset(topic, *p, Offset::Beginning).is_err() {
+                return false;
+            }
+        }
+        if let Err(e) = self.broadcast.assign(&list) {
+            tracing::warn!(%topic, error = %e, "cannot assign the access topic");
+            return false;
+        }
+        for p in &partitions {
+            self.start_offsets.insert((Topic::Access, *p), 0);
+        }
+        self.broadcast_partitions = partitions;
+        !self.broadcast_partitions.is_empty()
     }
 
     /// Partitions revoked since the last call: their state and pending
@@ -159,17 +226,27 @@ impl Source {
         self.consumer.context().assigned.swap(false, Ordering::SeqCst)
     }
 
-    /// The partitions currently assigned to this instance.
+    /// The partitions this instance reads: the group's assignment, plus
+    /// every access partition.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         let Ok(list) = self.consumer.assignment() else { return Vec::new() };
-        list.elements().iter().filter_map(|e| self.topic_of(e.topic()).map(|t| (t, e.partition()))).collect()
+        let mut out: Vec<TopicPartition> =
+            list.elements().iter().filter_map(|e| self.topic_of(e.topic()).map(|t| (t, e.partition()))).collect();
+        if !out.is_empty() {
+            out.extend(self.broadcast_partitions.iter().map(|p| (Topic::Access, *p)));
+        }
+        out
     }
 
     /// True when nothing is left to read on `tp`. `next_offset` is the offset
     /// after the last message read from it, if any was.
     pub fn caught_up(&mut self, tp: TopicPartition, next_offset: Option<i64>) -> bool {
         let name = &self.topics[tp.0.index()];
-        let Some((low, high)) = cached_watermarks(&self.consumer, name, tp.1) else { return false };
+        let cached = match tp.0 {
+            Topic::Access => cached_watermarks(&self.broadcast, name, tp.1),
+            _ => cached_watermarks(&self.consumer, name, tp.1),
+        };
+        let Some((low, high)) = cached else { return false };
         let next = match next_offset {
             Some(n) => n,
             None => match self.start_offset(tp) {
@@ -200,7 +277,7 @@ impl Source {
     /// moved since the last commit.
     pub fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), SourceError> {
         let mut list = TopicPartitionList::new();
-        for (tp, offset) in offsets {
+        for (tp, offset) in offsets.iter().filter(|(tp, _)| tp.0 != Topic::Access) {
             if self.last_commit.get(tp) != Some(offset) {
                 list.add_partition_offset(&self.topics[tp.0.index()], tp.1, Offset::Offset(*offset))
                     .map_err(SourceError::Commit)?;
@@ -217,7 +294,11 @@ impl Source {
 
 /// The low and high offsets librdkafka last saw for a partition in fetch
 /// responses; no network round trip. `None` until the first fetch.
-fn cached_watermarks(consumer: &StreamConsumer<SourceContext>, topic: &str, partition: i32) -> Option<(i64, i64)> {
+fn cached_watermarks<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the topic is

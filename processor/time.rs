@@ -119,6 +119,15 @@ impl Watermarks {
         self.current
     }
 
+    /// Forgets what is known of `partitions`: they are read again from an
+    /// earlier offset (a revoked partition reassigned, the access topic
+    /// re-read), so their old progress no longer describes what is in state.
+    pub fn forget(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.partitions.remove(tp);
+        }
+    }
+
     /// Forgets the watermark so it is recomputed from the partitions now
     /// assigned, and may move back: newly assigned partitions replay from
     /// their committed offsets, and their triggers are not late for that.
@@ -147,6 +156,17 @@ impl Watermarks {
     }
 
     /// True when every assigned partition is caught up.
+    /// The partitions holding the watermark back because nothing has been
+    /// read from them and they are not known to be caught up: what an
+    /// operator wants to see when the watermark stalls.
+    pub fn waiting_on(&self, now: Instant) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, c)| c.max_event_ms.is_none() && !self.is_idle(c, now))
+            .map(|(tp, _)| *tp)
+            .collect()
+    }
+
     pub fn all_caught_up(&self) -> bool {
         !self.partitions.is_empty() && self.partitions.values().all(|c| c.caught_up_since.is_some())
     }

@@ -18,7 +18,7 @@ fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> st
     let path = dir.join("vigil.toml");
     let text = format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"cli-test\"\n\n\
-         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n\
+         [kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n\
          [time]\ntick = \"200ms\"\nidle_timeout = \"1s\"\n\n\
          [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n"
     );

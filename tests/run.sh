@@ -9,6 +9,11 @@ step() { printf '\n== %s\n' "$*"; }
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+step "tansu: the Kafka-compatible broker the process-level tests run"
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+    cargo install tansu --version 0.6.0 --features dynostore --locked
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

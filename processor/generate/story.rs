@@ -146,10 +146,7 @@ impl Story {
         let id = format!("{}-{:06}-{seq:02}", topic.name(), self.n);
         fields.insert("event_id".into(), json!(id));
         fields.insert("event_time".into(), json!(time_ms));
-        let key = match topic {
-            Topic::Access => fields.get("principal").and_then(Json::as_str).unwrap_or_default().to_string(),
-            _ => self.service.to_string(),
-        };
+        let key = partition_key(topic, &fields).unwrap_or_else(|| self.service.to_string());
         self.events.push(Event { topic, key, time_ms, fields: strip_nulls(fields) });
         id
     }
@@ -373,6 +370,18 @@ impl Story {
     }
 }
 
+/// The Kafka key a tool would give the event, when it is not the service:
+/// access events and access requests are keyed by the principal, so that a
+/// grant and its request land in the same partition number of their topics.
+fn partition_key(topic: Topic, fields: &Map<String, Json>) -> Option<String> {
+    let text = |k: &str| fields.get(k).and_then(Json::as_str).map(str::to_string);
+    match topic {
+        Topic::Access => text("principal"),
+        Topic::Change if text("service").as_deref() == Some("access") => text("requester"),
+        _ => None,
+    }
+}
+
 const IT_MANAGER: &str = "it-manager@acme.example";
 
 fn access_event(action: &str, who: &str, role: &str, extra: Json) -> Json {
@@ -403,7 +412,7 @@ pub(super) fn initial_grants(org: &Org, start_ms: i64) -> Vec<Event> {
             let Json::Object(mut fields) = fields else { return };
             fields.insert("event_id".into(), json!(format!("{}-init-{i:03}-{suffix}", topic.name())));
             fields.insert("event_time".into(), json!(start_ms + dt));
-            let key = if topic == Topic::Access { who.clone() } else { "access".to_string() };
+            let key = partition_key(topic, &fields).unwrap_or_else(|| who.clone());
             out.push(Event { topic, key, time_ms: start_ms + dt, fields: strip_nulls(fields) });
         };
         push(Topic::Change, MIN, "created", access_request(&request, "created", &who, &who));
