@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::schema::{Catalog, Topic};
 use crate::sink::{DeadLetter, Sink};
-use crate::source::{InMessage, Source};
+use crate::source::{BrokerHealth, InMessage, Source};
 use crate::state::{without_partitions, State};
 use crate::time::{TopicPartition, Watermarks};
 use crate::violation::Violation;
@@ -85,8 +85,10 @@ impl Pipeline {
         if config.identities.is_empty() {
             tracing::info!("no [identities] in the config: people are compared by their names as the tools spell them");
         }
-        let source = Source::new(&config)?;
-        let sink = Sink::new(&config, catalog.violation.clone())?;
+        let health = Arc::new(BrokerHealth::default());
+        health.report_to(metrics.ready.clone());
+        let source = Source::new(&config, health.clone())?;
+        let sink = Sink::new(&config, catalog.violation.clone(), health)?;
         let (status_tx, _) = watch::channel(Status::default());
         let published = Published::new(&config);
         Ok(Pipeline {
@@ -227,7 +229,8 @@ impl Pipeline {
             let caught_up = self.source.caught_up(*tp, self.next_offsets.get(tp).copied());
             self.watermarks.set_caught_up(*tp, caught_up, now);
         }
-        self.metrics.ready.set(i64::from(!assigned.is_empty()));
+        let reachable = self.source.broker_reachable();
+        self.metrics.ready.set(i64::from(!assigned.is_empty() && reachable));
         self.metrics.assigned_partitions.set(assigned.len() as i64);
         let watermark = self.watermarks.advance(now, wall_ms());
         if watermark.is_none() && self.status.ticks % 50 == 49 {
@@ -296,7 +299,11 @@ impl Pipeline {
             let horizons = Topic::ALL.map(|t| w.saturating_sub(crate::duration::millis(self.controls.retention(t))));
             self.state.evict(horizons);
         }
-        self.commit()?;
+        if let Err(e) = self.commit() {
+            // Committing again next tick is harmless; until then a restart
+            // would only replay a little more.
+            tracing::warn!(error = %e, "offset commit failed; retrying next tick");
+        }
         self.report(watermark, violations.len());
         Ok(())
     }

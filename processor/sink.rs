@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use apache_avro::Schema as AvroSchema;
 use futures::future::join_all;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
@@ -17,7 +18,9 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 use crate::decode::confluent_frame;
+use crate::source::BrokerHealth;
 use crate::violation::{Violation, VIOLATION_SCHEMA_ID};
+use std::sync::Arc;
 
 /// A record that could not be decoded, on its way to the dead-letter topic.
 #[derive(Clone, Debug)]
@@ -41,15 +44,25 @@ pub enum SinkError {
     Delivery { topic: String, source: KafkaError },
 }
 
+/// Reports producer errors to the pipeline's [`BrokerHealth`]; runs on
+/// librdkafka's thread, so it is heard even while a tick waits for acks.
+pub struct SinkContext(Arc<BrokerHealth>);
+
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.note(&error, reason);
+    }
+}
+
 pub struct Sink {
-    producer: FutureProducer,
+    producer: FutureProducer<SinkContext>,
     violations_topic: String,
     dead_letter_topic: String,
     schema: AvroSchema,
 }
 
 impl Sink {
-    pub fn new(config: &Config, schema: AvroSchema) -> Result<Sink, SinkError> {
+    pub fn new(config: &Config, schema: AvroSchema, health: Arc<BrokerHealth>) -> Result<Sink, SinkError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -59,7 +72,7 @@ impl Sink {
         for (k, v) in &config.kafka_properties {
             client.set(k, v);
         }
-        let producer = client.create().map_err(SinkError::Create)?;
+        let producer = client.create_with_context(SinkContext(health)).map_err(SinkError::Create)?;
         Ok(Sink {
             producer,
             violations_topic: config.violations_topic.clone(),

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -49,15 +49,56 @@ pub enum SourceError {
     Commit(KafkaError),
 }
 
-/// Hears about rebalances. Callbacks run inside the consumer's poll, that is
-/// inside [`Source::recv_batch`], never while the pipeline is in a tick.
+/// Whether the brokers answer, shared by every Kafka client of the pipeline.
+/// Any client's error callback may report them lost — the producer's runs on
+/// librdkafka's own thread, so even a tick blocked on acknowledgements drops
+/// readiness at once; a successful probe ([`Source::broker_reachable`]) clears it.
 #[derive(Default)]
+pub struct BrokerHealth {
+    down: AtomicBool,
+    /// The gauge /readyz reads.
+    ready: std::sync::OnceLock<prometheus::IntGauge>,
+}
+
+impl BrokerHealth {
+    /// Notes a client error; losing the brokers makes the instance not ready.
+    pub fn note(&self, error: &KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let code = match error {
+            KafkaError::Global(c) | KafkaError::MessageConsumption(c) => Some(*c),
+            _ => None,
+        };
+        if matches!(code, Some(Code::AllBrokersDown | Code::BrokerTransportFailure)) {
+            if let Some(ready) = self.ready.get() {
+                ready.set(0);
+            }
+            if !self.down.swap(true, Ordering::SeqCst) {
+                tracing::warn!(%error, reason, "lost the Kafka brokers; not ready until they answer again");
+            }
+        } else {
+            tracing::warn!(%error, reason, "kafka client error");
+        }
+    }
+
+    pub fn report_to(&self, ready: prometheus::IntGauge) {
+        let _ = self.ready.set(ready);
+    }
+}
+
+/// Hears about rebalances and errors. Rebalance callbacks run inside the
+/// consumer's poll, that is inside [`Source::recv_batch`], never while the
+/// pipeline is in a tick.
 pub struct SourceContext {
     revoked: Mutex<Vec<(String, i32)>>,
     assigned: AtomicBool,
+    health: Arc<BrokerHealth>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.note(&error, reason);
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -91,7 +132,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(config: &Config) -> Result<Source, SourceError> {
+    pub fn new(config: &Config, health: Arc<BrokerHealth>) -> Result<Source, SourceError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -104,8 +145,9 @@ impl Source {
             client.set(k, v);
         }
         let create_err = |source| SourceError::Create { servers: config.bootstrap_servers.clone(), source };
-        let consumer: StreamConsumer<SourceContext> =
-            client.create_with_context(SourceContext::default()).map_err(create_err)?;
+        let consumer: StreamConsumer<SourceContext> = client
+            .create_with_context(SourceContext { revoked: Mutex::default(), assigned: AtomicBool::default(), health })
+            .map_err(create_err)?;
         let names: Vec<&str> = Topic::ALL
             .into_iter()
             .filter(|t| *t != Topic::Access)
@@ -146,8 +188,8 @@ impl Source {
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
                     // Broker and network errors are retried inside librdkafka;
-                    // they surface here for visibility only.
-                    tracing::warn!(error = %e, "kafka consumer error");
+                    // they surface here for readiness and visibility only.
+                    self.consumer.context().health.note(&e, "consumer poll");
                     if out.is_empty() {
                         tokio::time::sleep_until(
                             deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
@@ -219,6 +261,22 @@ impl Source {
             self.last_commit.remove(tp);
         }
         revoked
+    }
+
+    /// Whether the brokers answer. After librdkafka reported them down, asks
+    /// for metadata (briefly blocking) until they do.
+    pub fn broker_reachable(&self) -> bool {
+        let health = &self.consumer.context().health;
+        if !health.down.load(Ordering::SeqCst) {
+            return true;
+        }
+        let topic = &self.topics[Topic::Change.index()];
+        if self.consumer.fetch_metadata(Some(topic), Duration::from_millis(500)).is_ok() {
+            health.down.store(false, Ordering::SeqCst);
+            tracing::info!("the Kafka brokers answer again");
+            return true;
+        }
+        false
     }
 
     /// True once after partitions were newly assigned.
