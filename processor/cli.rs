@@ -225,8 +225,8 @@ async fn run(config_path: PathBuf, queries: Option<PathBuf>) -> anyhow::Result<(
     let pipeline = Pipeline::new(config, &sources, metrics).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("interrupted; stopping after the current tick");
+        stop_signal().await;
+        tracing::info!("stopping after the current tick; leaving the consumer group");
         let _ = stop_tx.send(true);
     });
     pipeline.run(stop_rx).await
@@ -285,4 +285,19 @@ async fn generate_cmd(
         truth.violations.len()
     );
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what Kubernetes and systemd send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
