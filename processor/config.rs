@@ -135,6 +135,8 @@ pub struct RawDecode {
     pub max_event_age: Option<String>,
     /// Events this far in the future are rejected.
     pub max_future_skew: Option<String>,
+    /// Larger payloads are rejected (reason `oversize`); default 1 MiB.
+    pub max_message_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +169,7 @@ pub struct Config {
     pub watermarks: WatermarkConfig,
     pub tick: Duration,
     pub time_bounds: TimeBounds,
+    pub max_message_bytes: usize,
     pub schemas_dir: Option<PathBuf>,
     pub schema_registry_url: Option<String>,
     pub controls_dir: Option<PathBuf>,
@@ -234,6 +237,7 @@ impl Config {
                 max_age_ms: duration::millis(dur("decode.max_event_age", &raw.decode.max_event_age, "3650d")?),
                 max_future_ms: duration::millis(dur("decode.max_future_skew", &raw.decode.max_future_skew, "1d")?),
             },
+            max_message_bytes: raw.decode.max_message_bytes.unwrap_or(crate::decode::DEFAULT_MAX_MESSAGE_BYTES),
             schemas_dir: raw.decode.schemas_dir,
             schema_registry_url: raw.decode.schema_registry_url,
             controls_dir: raw.controls.dir,

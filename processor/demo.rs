@@ -160,6 +160,7 @@ fn demo_config(bootstrap: &str) -> anyhow::Result<Config> {
     raw.time.tick = Some("200ms".into());
     raw.time.idle_timeout = Some("2s".into());
     raw.identities = crate::generate::identities();
+    raw.decode.max_message_bytes = Some(crate::generate::DEMO_MAX_MESSAGE_BYTES);
     Config::validate(raw).map_err(anyhow::Error::msg)
 }
 

@@ -79,6 +79,7 @@ impl Pipeline {
         );
         let decoders = Topic::ALL.map(|t| {
             Decoder::new(catalog.event(t).clone(), resolver.clone(), config.formats[t.index()], config.time_bounds)
+                .with_max_bytes(config.max_message_bytes)
         });
         let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
         let controls = ControlSet::plan(sources, &catalog, &state, &config.identities).await?;

@@ -23,7 +23,7 @@ fn options(events: usize, seed: u64, encoding: Encoding, bad_records: usize) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_stream_of_20k_events_yields_exactly_the_injected_violations() {
-    let summary = run(options(20_000, 7, Encoding::Avro, 10)).await.unwrap();
+    let summary = run(options(20_000, 7, Encoding::Avro, 20)).await.unwrap();
     assert_eq!(summary.events, 20_000);
     assert_eq!((summary.missing, summary.unexpected, summary.duplicates), (0, 0, 0), "{summary:?}");
     let catalogue = vigil::controls::builtin_sources();
@@ -36,7 +36,7 @@ async fn avro_stream_of_20k_events_yields_exactly_the_injected_violations() {
     }
     // Every bad record reached the dead-letter topic with its reason and
     // source coordinates, and the good records around them were processed.
-    assert_eq!(summary.dead_letters, 10);
+    assert_eq!(summary.dead_letters, 20);
     let mut reasons = BTreeSet::new();
     for record in &summary.dead_letter_records {
         let header = |k: &str| record.headers.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -49,15 +49,20 @@ async fn avro_stream_of_20k_events_yields_exactly_the_injected_violations() {
         assert!(record.payload.is_some() || reason == "empty");
         reasons.insert(reason);
     }
+    // Truncated Avro, unknown schema, wrong JSON types (NaN for a time too),
+    // missing fields, event times decades off or negative, oversize payloads,
+    // invalid UTF-8, unknown enum symbols.
     let expected: BTreeSet<String> =
-        ["avro", "schema", "wrong_type", "missing_field", "event_time"].map(String::from).into();
+        ["avro", "schema", "wrong_type", "missing_field", "event_time", "oversize", "json", "unknown_symbol"]
+            .map(String::from)
+            .into();
     assert_eq!(reasons, expected);
 
     // The metrics tell the same story.
     let m = &summary.metrics_text;
-    assert_eq!(vigil::metrics::sample_sum(m, "vigil_events_consumed_total"), 20_010.0);
-    assert_eq!(vigil::metrics::sample_sum(m, "vigil_events_rejected_total"), 10.0);
-    assert_eq!(vigil::metrics::sample_sum(m, "vigil_dead_letters_total"), 10.0);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_events_consumed_total"), 20_020.0);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_events_rejected_total"), 20.0);
+    assert_eq!(vigil::metrics::sample_sum(m, "vigil_dead_letters_total"), 20.0);
     assert_eq!(vigil::metrics::sample_sum(m, "vigil_violations_total"), summary.found as f64);
     assert!(m.contains("vigil_violations_total{control=\"SOD-02\",severity=\"critical\"}"), "{m}");
     assert!(vigil::metrics::sample_sum(m, "vigil_evaluation_duration_seconds_count") > 0.0);

@@ -42,6 +42,8 @@ pub enum Format {
 pub enum DecodeError {
     #[error("empty payload (a tombstone or a producer bug); the event needs a body")]
     Empty,
+    #[error("payload of {size} bytes exceeds decode.max_message_bytes ({max}); split the event or raise the limit")]
+    Oversize { size: usize, max: usize },
     #[error("payload starts with byte {0:#04x}, neither `{{` (JSON) nor 0 (Confluent Avro); set the topic's format in the config if it is plain Avro")]
     UnknownEncoding(u8),
     #[error("Avro payload shorter than the 5-byte Confluent header ({0} bytes)")]
@@ -73,6 +75,7 @@ impl DecodeError {
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::Empty => "empty",
+            DecodeError::Oversize { .. } => "oversize",
             DecodeError::UnknownEncoding(_) | DecodeError::ShortHeader(_) => "encoding",
             DecodeError::UnknownSchemaId(_) | DecodeError::BadWriterSchema { .. } => "schema",
             DecodeError::Avro(_) | DecodeError::TrailingBytes(_) => "avro",
@@ -140,11 +143,21 @@ pub struct Decoder {
     resolver: Arc<SchemaResolver>,
     format: Format,
     bounds: TimeBounds,
+    max_bytes: usize,
 }
+
+/// Default largest payload accepted: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 impl Decoder {
     pub fn new(schema: Arc<EventSchema>, resolver: Arc<SchemaResolver>, format: Format, bounds: TimeBounds) -> Decoder {
-        Decoder { schema, resolver, format, bounds }
+        Decoder { schema, resolver, format, bounds, max_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+
+    /// Rejects payloads larger than `max_bytes` (reason `oversize`).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Decoder {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Decodes `messages` with `now_ms` as the wall clock for time bounds.
@@ -173,6 +186,9 @@ impl Decoder {
 
     fn decode_one(&self, payload: Option<&[u8]>, now_ms: i64) -> Result<Vec<Cell>, DecodeError> {
         let bytes = payload.filter(|p| !p.is_empty()).ok_or(DecodeError::Empty)?;
+        if bytes.len() > self.max_bytes {
+            return Err(DecodeError::Oversize { size: bytes.len(), max: self.max_bytes });
+        }
         let format = match self.format {
             Format::Auto => match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
                 Some(b'{') => Format::Json,

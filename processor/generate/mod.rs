@@ -165,11 +165,24 @@ pub fn generate(config: &GenConfig) -> (Vec<Event>, Truth) {
     (events, truth)
 }
 
+/// Kinds of undecodable record [`bad_record`] makes, in turn.
+pub const BAD_RECORD_KINDS: usize = 10;
+
+/// Largest payload the demo accepts, so that an oversize record fits
+/// through the broker's own limits.
+pub const DEMO_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// A record that no decoder can accept, one of each kind in turn: bytes for
 /// the dead-letter path. Returns (topic, payload, expected reason).
 pub fn bad_record(i: usize, good: &[u8]) -> (Topic, Vec<u8>, &'static str) {
     let topic = Topic::ALL[i % 4];
-    match i % 5 {
+    let deploy = |event_time: &str, status: &str| {
+        format!(
+            r#"{{"event_id":"x","event_time":{event_time},"deploy_id":"d","service":"s","environment":"production","commit_sha":"c","actor":"a","automated":true,"status":"{status}"}}"#
+        )
+        .into_bytes()
+    };
+    match i % BAD_RECORD_KINDS {
         0 => {
             let cut = good.len().min(12);
             (topic, good[..cut].to_vec(), "avro")
@@ -177,7 +190,17 @@ pub fn bad_record(i: usize, good: &[u8]) -> (Topic, Vec<u8>, &'static str) {
         1 => (topic, crate::decode::confluent_frame(4242, b"\x02xx"), "schema"),
         2 => (topic, br#"{"event_id": 7, "event_time": "2026-01-01T00:00:00Z"}"#.to_vec(), "wrong_type"),
         3 => (topic, br#"{"event_time": "2026-01-01T00:00:00Z"}"#.to_vec(), "missing_field"),
-        _ => (Topic::Deploy, br#"{"event_id":"x","event_time":"1970-01-02T00:00:00Z","deploy_id":"d","service":"s","environment":"production","commit_sha":"c","actor":"a","automated":true,"status":"succeeded"}"#.to_vec(), "event_time"),
+        4 => (Topic::Deploy, deploy("\"1970-01-02T00:00:00Z\"", "succeeded"), "event_time"),
+        5 => {
+            let mut big = br#"{"event_id": ""#.to_vec();
+            big.resize(DEMO_MAX_MESSAGE_BYTES + 1024, b'x');
+            big.extend_from_slice(br#""}"#);
+            (topic, big, "oversize")
+        }
+        6 => (topic, b"{\"event_id\": \"\xff\xfe\", \"event_time\": 0}".to_vec(), "json"),
+        7 => (Topic::Deploy, deploy("-5", "succeeded"), "event_time"),
+        8 => (Topic::Deploy, deploy("\"NaN\"", "succeeded"), "wrong_type"),
+        _ => (Topic::Deploy, deploy("1767268800000", "exploded"), "unknown_symbol"),
     }
 }
 

@@ -1,0 +1,163 @@
+//! Every decoder against a million generated inputs each (VIGIL_FUZZ_INPUTS
+//! changes the count): valid events of every topic, mangled — bytes flipped,
+//! cut, inserted, spliced, replaced wholesale; JSON values swapped for other
+//! types, huge, negative or NaN numbers, unknown symbols, invalid UTF-8. No
+//! input may panic, and every input must come out either as a row or as a
+//! reject with a reason: nothing is dropped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use vigil::decode::{Decoder, Format, RawMessage, SchemaResolver, TimeBounds};
+use vigil::generate::{generate, to_avro, to_json, GenConfig};
+use vigil::schema::{Catalog, Topic};
+
+const REASONS: &[&str] = &[
+    "empty",
+    "oversize",
+    "encoding",
+    "schema",
+    "avro",
+    "json",
+    "missing_field",
+    "wrong_type",
+    "unknown_symbol",
+    "event_time",
+];
+
+fn mangle_json(rng: &mut ChaCha8Rng, valid: &[u8]) -> Vec<u8> {
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(valid) else { return valid.to_vec() };
+    let keys: Vec<String> = object.keys().cloned().collect();
+    let key = keys[rng.random_range(0..keys.len())].clone();
+    let replacement = match rng.random_range(0..10) {
+        0 => json!(null),
+        1 => json!(rng.random::<i64>()),
+        2 => json!(-rng.random_range(0..i64::MAX)),
+        3 => json!(rng.random::<f64>() * 1e300),
+        4 => json!("NaN"),
+        5 => json!("exploded"),
+        6 => json!([1, 2, 3]),
+        7 => json!({"nested": true}),
+        8 => json!("x".repeat(rng.random_range(0..5000))),
+        _ => {
+            object.remove(&key);
+            return serde_json::to_vec(&object).unwrap_or_default();
+        }
+    };
+    object.insert(key, replacement);
+    let mut out = serde_json::to_vec(&object).unwrap_or_default();
+    if rng.random_bool(0.1) {
+        let at = rng.random_range(0..out.len());
+        out.insert(at, 0xff); // invalid UTF-8
+    }
+    out
+}
+
+fn mangle(rng: &mut ChaCha8Rng, valid: &[u8], other: &[u8], json: bool) -> Vec<u8> {
+    let mut out = valid.to_vec();
+    match rng.random_range(0..8) {
+        0 => (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
+        1 => {
+            for _ in 0..rng.random_range(1..5) {
+                if !out.is_empty() {
+                    let at = rng.random_range(0..out.len());
+                    out[at] ^= 1 << rng.random_range(0..8);
+                }
+            }
+            out
+        }
+        2 => {
+            out.truncate(rng.random_range(0..=out.len()));
+            out
+        }
+        3 => {
+            let at = rng.random_range(0..=out.len());
+            let extra: Vec<u8> = (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
+            out.splice(at..at, extra);
+            out
+        }
+        4 => {
+            let cut = rng.random_range(0..=out.len());
+            let from = rng.random_range(0..=other.len());
+            out.truncate(cut);
+            out.extend_from_slice(&other[from..]);
+            out
+        }
+        5 if json => mangle_json(rng, valid),
+        6 => {
+            let (a, b) = (rng.random_range(0..=out.len()), rng.random_range(0..=out.len()));
+            let (a, b) = (a.min(b), a.max(b));
+            let section = out[a..b].to_vec();
+            out.splice(b..b, section);
+            out
+        }
+        _ => out,
+    }
+}
+
+#[test]
+fn every_decoder_survives_a_million_mangled_inputs() {
+    let per_decoder: usize = std::env::var("VIGIL_FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let catalog = Catalog::builtin().unwrap();
+    let resolver = Arc::new(SchemaResolver::new(None, None).unwrap());
+    let now = 1_790_000_000_000;
+    let (events, _) = generate(&GenConfig::new(2_000, 3, now));
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    for format in [Format::Json, Format::Avro, Format::AvroPlain] {
+        let started = Instant::now();
+        let (mut rows, mut rejected) = (0usize, 0usize);
+        for topic in Topic::ALL {
+            let schema = catalog.event(topic);
+            let valid: Vec<Vec<u8>> = events
+                .iter()
+                .filter(|e| e.topic == topic)
+                .map(|e| match format {
+                    Format::Json => to_json(schema, &e.fields),
+                    Format::Avro => to_avro(schema, &e.fields).unwrap(),
+                    _ => to_avro(schema, &e.fields).unwrap()[5..].to_vec(),
+                })
+                .collect();
+            let decoder = Decoder::new(schema.clone(), resolver.clone(), format, TimeBounds::default());
+            let mut left = per_decoder / 4;
+            while left > 0 {
+                let n = left.min(1024);
+                left -= n;
+                let inputs: Vec<Vec<u8>> = (0..n)
+                    .map(|_| {
+                        let a = &valid[rng.random_range(0..valid.len())];
+                        let b = &valid[rng.random_range(0..valid.len())];
+                        mangle(&mut rng, a, b, format == Format::Json)
+                    })
+                    .collect();
+                let decoded = decoder.decode(
+                    inputs.iter().enumerate().map(|(i, p)| RawMessage {
+                        payload: Some(p.as_slice()),
+                        partition: 0,
+                        offset: i as i64,
+                    }),
+                    now,
+                );
+                let got = decoded.batch.as_ref().map_or(0, |b| b.num_rows());
+                assert_eq!(
+                    got + decoded.rejects.len(),
+                    n,
+                    "{format:?} {topic}: an input was neither a row nor a reject"
+                );
+                for r in &decoded.rejects {
+                    assert!(REASONS.contains(&r.error.reason()), "unknown reason {}", r.error.reason());
+                }
+                rows += got;
+                rejected += decoded.rejects.len();
+            }
+        }
+        eprintln!(
+            "fuzz {format:?}: {} inputs ({rows} rows, {rejected} rejects) in {:.1}s",
+            rows + rejected,
+            started.elapsed().as_secs_f64()
+        );
+        assert!(rows > 0 && rejected > 0, "{format:?}: the inputs should mix good and bad");
+    }
+}
