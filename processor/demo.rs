@@ -176,6 +176,12 @@ fn compare(
         let payload = r.payload.as_deref().unwrap_or_default();
         let v = Violation::from_confluent_avro(&catalog.violation, payload)
             .map_err(|e| anyhow::anyhow!("violations/{}/{}: {e}", r.partition, r.offset))?;
+        // The topic is a changelog keyed by id: a retraction (an amendment)
+        // withdraws the violation it names.
+        if v.status == "retracted" {
+            seen.remove(&v.id);
+            continue;
+        }
         if seen.insert(v.id.clone(), v).is_some() {
             duplicates += 1;
         }

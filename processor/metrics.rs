@@ -23,6 +23,7 @@ pub struct Metrics {
     pub violations: IntCounterVec,
     pub late_triggers: IntCounterVec,
     pub redecided: IntCounterVec,
+    pub amendments: IntCounterVec,
     pub watermark: GaugeVec,
     pub evaluation_seconds: HistogramVec,
     pub state_rows: IntGaugeVec,
@@ -98,6 +99,11 @@ impl Metrics {
                 "vigil_late_triggers_total",
                 "Triggers judged after the watermark had passed their decision time.",
                 &["control"],
+            ),
+            amendments: counter(
+                "vigil_amendments_total",
+                "Decisions changed by late events: kind new (a late violation) or retracted.",
+                &["control", "kind"],
             ),
             redecided: counter(
                 "vigil_redecided_violations_total",

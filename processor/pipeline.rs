@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::controls::{ControlSet, ControlSource};
+use crate::controls::{Amendment, ControlSet, ControlSource};
 use crate::decode::{Decoder, RawMessage, SchemaResolver};
 use crate::metrics::Metrics;
 use crate::published::Published;
@@ -58,6 +59,8 @@ pub struct Pipeline {
     published: Published,
     /// Read the violations topic on before the next decision (start-up, new partitions).
     catch_up: bool,
+    /// What late events changed, waiting to be published at the next tick.
+    amendments: Vec<(Amendment, Vec<String>)>,
     /// Partitions of the change topic the group assigned here; access
     /// triggers of the same partition numbers are decided here.
     owned_change: Vec<i32>,
@@ -96,6 +99,7 @@ impl Pipeline {
             published,
             catch_up: true,
             owned_change: Vec::new(),
+            amendments: Vec::new(),
             watermarks: Watermarks::new(config.watermarks),
             config,
             catalog,
@@ -144,7 +148,7 @@ impl Pipeline {
             if self.source.take_assigned() {
                 self.reassigned();
             }
-            self.ingest(messages)?;
+            self.ingest(messages).await?;
             if Instant::now() >= next_tick {
                 self.tick().await?;
                 next_tick = Instant::now() + self.config.tick;
@@ -154,7 +158,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn ingest(&mut self, messages: Vec<InMessage>) -> anyhow::Result<()> {
+    async fn ingest(&mut self, messages: Vec<InMessage>) -> anyhow::Result<()> {
         if messages.is_empty() {
             return Ok(());
         }
@@ -215,7 +219,12 @@ impl Pipeline {
                 if let Some(triggers) = triggers {
                     self.controls.admit(topic, &triggers, self.watermarks.current())?;
                 }
-                self.state.append(topic, batch);
+                let watermark = self.watermarks.current();
+                let late_evidence = watermark.map(|w| late_evidence(&batch, topic, w)).unwrap_or_default();
+                let time_index = self.catalog.event(topic).time_index;
+                let amendments =
+                    self.controls.append_amending(&mut self.state, topic, batch, time_index, watermark).await?;
+                self.amendments.extend(amendments.into_iter().map(|a| (a, late_evidence.clone())));
             }
         }
         Ok(())
@@ -256,6 +265,12 @@ impl Pipeline {
             self.report(watermark, 0);
             return Ok(());
         }
+        let detected_at = wall_ms();
+        for (amendment, late) in std::mem::take(&mut self.amendments) {
+            if let Some(v) = self.amendment_record(amendment, &late, detected_at) {
+                violations.push(v);
+            }
+        }
         if let Some(w) = watermark {
             for evaluation in self.controls.evaluate(w).await? {
                 let control = &self.controls.controls()[evaluation.control];
@@ -290,7 +305,7 @@ impl Pipeline {
             let topic = self.config.topic_of(&d.source_topic).map_or("unknown", Topic::name);
             self.metrics.dead_letters.with_label_values(&[topic, d.reason]).inc();
         }
-        for v in &violations {
+        for v in violations.iter().filter(|v| v.status == "open") {
             self.metrics.violations.with_label_values(&[v.control_id.as_str(), v.severity.as_str()]).inc();
             if let Some(f) = &self.on_violation {
                 f(v);
@@ -299,6 +314,7 @@ impl Pipeline {
         if let Some(w) = watermark {
             let horizons = Topic::ALL.map(|t| w.saturating_sub(crate::duration::millis(self.controls.retention(t))));
             self.state.evict(horizons);
+            self.controls.evict_decided(w);
         }
         if let Err(e) = self.commit() {
             // Committing again next tick is harmless; until then a restart
@@ -307,6 +323,34 @@ impl Pipeline {
         }
         self.report(watermark, violations.len());
         Ok(())
+    }
+
+    /// The record an amendment publishes, unless it would repeat what the
+    /// violations topic already says.
+    fn amendment_record(&mut self, amendment: Amendment, late: &[String], detected_at: i64) -> Option<Violation> {
+        let (control, v, kind) = match amendment {
+            Amendment::New { control, finding } => {
+                let c = &self.controls.controls()[control];
+                let v = Violation::new(c, finding, detected_at);
+                if self.published.contains(&v.id) {
+                    return None;
+                }
+                self.published.insert(&v.id);
+                (c, v, "new")
+            }
+            Amendment::Retracted { control, finding } => {
+                let c = &self.controls.controls()[control];
+                let v = Violation::retraction(c, finding, detected_at, late);
+                if !self.published.contains(&v.id) || self.published.is_retracted(&v.id) {
+                    return None;
+                }
+                self.published.retract(&v.id);
+                (c, v, "retracted")
+            }
+        };
+        self.metrics.amendments.with_label_values(&[control.meta.id.as_str(), kind]).inc();
+        tracing::info!(control = %control.meta.id, subject = %v.subject, kind, "amended a decision after late events");
+        Some(v)
     }
 
     /// The group's assignment changed: access triggers now belong to
@@ -392,3 +436,26 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long to wait between looks at a status channel.
 pub const STATUS_POLL: Duration = Duration::from_millis(50);
+
+/// `event_id@topic/partition/offset` of the rows of `batch` at or behind the
+/// watermark: the late events an amendment cites.
+fn late_evidence(batch: &RecordBatch, topic: Topic, watermark: i64) -> Vec<String> {
+    use datafusion::arrow::array::{Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
+    let column = |name: &str| batch.schema().index_of(name).ok().map(|i| batch.column(i).clone());
+    let (Some(ids), Some(times), Some(partitions), Some(offsets)) =
+        (column("event_id"), column("event_time"), column("_partition"), column("_offset"))
+    else {
+        return Vec::new();
+    };
+    let ids = ids.as_any().downcast_ref::<StringArray>();
+    let times = times.as_any().downcast_ref::<TimestampMillisecondArray>();
+    let partitions = partitions.as_any().downcast_ref::<Int32Array>();
+    let offsets = offsets.as_any().downcast_ref::<Int64Array>();
+    let (Some(ids), Some(times), Some(partitions), Some(offsets)) = (ids, times, partitions, offsets) else {
+        return Vec::new();
+    };
+    (0..batch.num_rows())
+        .filter(|i| times.is_valid(*i) && times.value(*i) <= watermark)
+        .map(|i| format!("{}@{}/{}/{}", ids.value(i), topic.name(), partitions.value(i), offsets.value(i)))
+        .collect()
+}

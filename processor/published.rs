@@ -33,6 +33,8 @@ pub struct Published {
     topic: String,
     dead_letter_topic: String,
     ids: HashSet<u128>,
+    /// Ids whose retraction (an amendment) is published.
+    retracted: HashSet<u128>,
     /// Next offset to read per partition of the violations topic.
     next: BTreeMap<i32, i64>,
     /// The same for the dead-letter topic.
@@ -54,6 +56,7 @@ impl Published {
             topic: config.violations_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
             ids: HashSet::new(),
+            retracted: HashSet::new(),
             next: BTreeMap::new(),
             dead_next: BTreeMap::new(),
             dead_lettered: HashMap::new(),
@@ -66,6 +69,10 @@ impl Published {
         let records = self.read_on(&self.topic.clone(), self.next.clone(), timeout).await?;
         for r in &records {
             if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
+                let retraction = r.headers.iter().any(|(k, v)| k == "vigil.status" && v == "retracted");
+                if retraction {
+                    self.retracted.insert(id);
+                }
                 self.ids.insert(id);
             }
             advance(&mut self.next, r);
@@ -113,6 +120,16 @@ impl Published {
     pub fn insert(&mut self, id: &str) {
         if let Some(k) = key(id) {
             self.ids.insert(k);
+        }
+    }
+
+    pub fn is_retracted(&self, id: &str) -> bool {
+        key(id).is_some_and(|k| self.retracted.contains(&k))
+    }
+
+    pub fn retract(&mut self, id: &str) {
+        if let Some(k) = key(id) {
+            self.retracted.insert(k);
         }
     }
 

@@ -90,7 +90,8 @@ impl Sink {
             let payload = confluent_frame(VIOLATION_SCHEMA_ID, &datum);
             let headers = OwnedHeaders::new()
                 .insert(Header { key: "control_id", value: Some(v.control_id.as_str()) })
-                .insert(Header { key: "severity", value: Some(v.severity.as_str()) });
+                .insert(Header { key: "severity", value: Some(v.severity.as_str()) })
+                .insert(Header { key: "vigil.status", value: Some(v.status.as_str()) });
             let record = FutureRecord::to(&self.violations_topic).key(&v.id).payload(&payload).headers(headers);
             deliveries.push((self.violations_topic.as_str(), self.enqueue(record).await?));
         }

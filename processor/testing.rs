@@ -30,7 +30,9 @@
 //! passed is late); `decided = [...]` in a step checks the violations found
 //! up to it. After the last event everything still pending is decided.
 //! Only the named control's violations are compared; `unset = ["field"]`
-//! drops a default from one event.
+//! drops a default from one event. A late event that changes a decision
+//! already made is an amendment: a new violation shows in `expect` as late,
+//! a withdrawn one is listed in `retracted = [...]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,7 +41,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
-use crate::controls::{load_dir, ControlSet, ControlSource};
+use crate::controls::{load_dir, Amendment, ControlSet, ControlSource};
 use crate::decode::{Decoder, Format, RawMessage, SchemaResolver, TimeBounds};
 use crate::duration;
 use crate::identity::Identities;
@@ -70,6 +72,9 @@ struct Case {
     events: Vec<Map<String, Json>>,
     #[serde(default)]
     expect: Vec<ExpectEntry>,
+    /// Subjects whose violation a late event retracts (an amendment).
+    #[serde(default)]
+    retracted: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +221,7 @@ impl Fixture<'_> {
         control: &str,
     ) -> Result<(BTreeSet<(String, bool)>, Vec<String>), String> {
         let mut got = BTreeSet::new();
+        let mut retracted = BTreeSet::new();
         let mut problems = Vec::new();
         let mut watermark = None;
         for (i, step) in case.events.iter().enumerate() {
@@ -247,10 +253,27 @@ impl Fixture<'_> {
             }
             if let Some(batch) = decoded.batch {
                 controls.admit(topic, &batch, watermark).map_err(|e| e.to_string())?;
-                self.state.append(topic, batch);
+                let time_index = self.decoders[topic.index()].time_index();
+                let amendments = controls
+                    .append_amending(&mut self.state, topic, batch, time_index, watermark)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for amendment in amendments {
+                    match amendment {
+                        Amendment::New { control: c, finding } if controls.controls()[c].meta.id == control => {
+                            got.insert((finding.subject, true));
+                        }
+                        Amendment::Retracted { control: c, finding } if controls.controls()[c].meta.id == control => {
+                            retracted.insert((finding.subject, false));
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         decide(controls, i64::MAX / 4, control, &mut got).await?;
+        let want: BTreeSet<(String, bool)> = case.retracted.iter().map(|s| (s.clone(), false)).collect();
+        problems.extend(diff(&want, &retracted).into_iter().map(|p| format!("retracted: {p}")));
         Ok((got, problems))
     }
 

@@ -37,6 +37,13 @@ pub struct Violation {
     pub message: String,
     pub evidence: Vec<String>,
     pub frameworks: Vec<String>,
+    /// `open`, or `retracted` by a late event (an amendment).
+    #[serde(default = "open")]
+    pub status: String,
+}
+
+fn open() -> String {
+    "open".into()
 }
 
 impl Violation {
@@ -63,7 +70,23 @@ impl Violation {
             message: finding.message,
             evidence: finding.evidence,
             frameworks,
+            status: open(),
         }
+    }
+
+    /// The amendment that retracts the violation `finding` was, because of
+    /// the late events in `late_evidence`.
+    pub fn retraction(control: &Control, finding: Finding, detected_at: i64, late_evidence: &[String]) -> Violation {
+        let mut v = Violation::new(control, finding, detected_at);
+        v.message = format!(
+            "retracted: late event(s) {} changed the decision; it was: {}",
+            late_evidence.join(", "),
+            v.message
+        );
+        v.evidence.extend(late_evidence.iter().cloned());
+        v.late = true;
+        v.status = "retracted".into();
+        v
     }
 
     /// The Avro datum (no framing) in `schemas/violation.avsc`.
@@ -85,6 +108,7 @@ impl Violation {
             ("message".into(), Value::String(self.message.clone())),
             ("evidence".into(), strings(&self.evidence)),
             ("frameworks".into(), strings(&self.frameworks)),
+            ("status".into(), Value::Enum(u32::from(self.status == "retracted"), self.status.clone())),
         ]);
         apache_avro::to_avro_datum(schema, record)
     }

@@ -76,3 +76,91 @@ async fn json_stream_gives_the_same_decisions_as_avro() {
     assert!(summary.expected > 0);
     assert_eq!((summary.missing, summary.unexpected, summary.duplicates), (0, 0, 0), "{summary:?}");
 }
+
+/// A late approval arriving after CM-01 decided its deploy: the violation is
+/// published, then retracted by an amendment on the same topic, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_approval_retracts_a_published_violation() {
+    use vigil::config::{Config, RawConfig};
+    use vigil::controls::builtin_sources;
+    use vigil::embedded::{produce_all, EmbeddedBroker, Record};
+    use vigil::pipeline::{wall_ms, Pipeline};
+    use vigil::violation::violation_id;
+
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    for topic in ["change", "ci", "access", "deploy", "vigil-violations"] {
+        broker.create_topic(topic, 1).unwrap();
+    }
+    broker.create_topic("vigil-dead-letter", 1).unwrap();
+    let t = (wall_ms() / 1000) * 1000 - 2 * 86_400_000;
+    let record =
+        |topic: &str, json: String| Record { topic: topic.into(), key: "payments".into(), payload: json.into_bytes() };
+    let deploy = format!(
+        r#"{{"event_id":"dep-ev","event_time":{t},"deploy_id":"dep-1","service":"payments","environment":"production",
+            "commit_sha":"c0ffee","actor":"svc-deploybot","automated":true,"change_id":"CHG-1","status":"succeeded"}}"#
+    );
+    produce_all(&bootstrap, &[record("deploy", deploy)]).await.unwrap();
+
+    let mut raw = RawConfig::default();
+    raw.kafka.bootstrap_servers = bootstrap.clone();
+    raw.time.tick = Some("200ms".into());
+    raw.time.idle_timeout = Some("1s".into());
+    let config = Config::validate(raw).unwrap();
+    let metrics = vigil::metrics::Metrics::new();
+    let pipeline = Pipeline::new(config, &builtin_sources(), metrics.clone()).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(pipeline.run(stop_rx));
+    let id = violation_id("CM-01", "dep-1");
+    let first = records_of(&bootstrap, &id, 1).await;
+    assert_eq!(first.len(), 1, "CM-01 did not decide dep-1");
+    assert_eq!(first[0].status, "open");
+
+    let approval = format!(
+        r#"{{"event_id":"chg-ev","event_time":{},"change_id":"CHG-1","service":"payments","action":"approved",
+            "actor":"maria@acme.example","requester":"alice@acme.example"}}"#,
+        t - 300_000
+    );
+    produce_all(&bootstrap, &[record("change", approval)]).await.unwrap();
+    let both = records_of(&bootstrap, &id, 2).await;
+    let _ = stop_tx.send(true);
+    running.await.unwrap().unwrap();
+    assert_eq!(both.len(), 2, "no amendment: {both:?}");
+    assert_eq!(both[1].status, "retracted");
+    assert!(both[1].evidence.iter().any(|e| e.starts_with("chg-ev@change/")), "{:?}", both[1].evidence);
+    let text = metrics.render();
+    assert_eq!(
+        vigil::metrics::sample_sum(&text, "vigil_amendments_total"),
+        1.0,
+        "{}",
+        text.lines().filter(|l| l.contains("amend")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// The records of violation `id` on the violations topic, once there are
+/// `n` of them (or after a minute).
+async fn records_of(bootstrap: &str, id: &str, n: usize) -> Vec<vigil::violation::Violation> {
+    let catalog = vigil::schema::Catalog::builtin().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = bootstrap.to_string();
+        let records = tokio::task::spawn_blocking(move || {
+            vigil::embedded::read_all(&b, "vigil-violations", Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let found: Vec<_> = records
+            .iter()
+            .map(|r| {
+                vigil::violation::Violation::from_confluent_avro(&catalog.violation, r.payload.as_deref().unwrap())
+                    .unwrap()
+            })
+            .filter(|v| v.id == id)
+            .collect();
+        if found.len() >= n || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

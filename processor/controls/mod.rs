@@ -16,6 +16,7 @@
 //!
 //! This is the only module that plans or runs SQL.
 
+mod amend;
 mod docs;
 mod meta;
 mod output;
@@ -39,6 +40,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
+pub use amend::Amendment;
 pub use docs::reference;
 pub use meta::{parse as parse_meta, ControlMeta, Severity};
 pub use source::{builtin_sources, load_dir, ControlSource};
@@ -84,6 +86,8 @@ pub struct Control {
     reads: Vec<Topic>,
     pending: Vec<RecordBatch>,
     late: Vec<RecordBatch>,
+    /// Trigger rows already decided, kept for amendments (see `amend`).
+    decided: Vec<RecordBatch>,
 }
 
 /// A violation found by a control, before it is stamped and encoded.
@@ -183,7 +187,7 @@ impl ControlSet {
             if ps.is_empty() {
                 continue;
             }
-            for queue in [&mut control.pending, &mut control.late] {
+            for queue in [&mut control.pending, &mut control.late, &mut control.decided] {
                 *queue = queue.iter().filter_map(|b| without_partitions(b, &ps)).collect();
             }
         }
@@ -194,6 +198,7 @@ impl ControlSet {
         for control in &mut self.controls {
             control.pending.clear();
             control.late.clear();
+            control.decided.clear();
         }
     }
 
@@ -268,6 +273,7 @@ impl ControlSet {
                     continue;
                 }
                 let started = Instant::now();
+                control.decided.extend(batches.iter().cloned());
                 let findings = control.run(batches, is_late).await?;
                 out.push(Evaluation { control: index, due_rows, findings, elapsed: started.elapsed() });
             }
@@ -391,6 +397,7 @@ async fn plan_one(
         reads,
         pending: Vec::new(),
         late: Vec::new(),
+        decided: Vec::new(),
     })
 }
 

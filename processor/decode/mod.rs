@@ -154,6 +154,11 @@ impl Decoder {
         Decoder { schema, resolver, format, bounds, max_bytes: DEFAULT_MAX_MESSAGE_BYTES }
     }
 
+    /// Index of the event_time column in the decoded batches.
+    pub fn time_index(&self) -> usize {
+        self.schema.time_index
+    }
+
     /// Rejects payloads larger than `max_bytes` (reason `oversize`).
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Decoder {
         self.max_bytes = max_bytes;

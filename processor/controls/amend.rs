@@ -1,0 +1,135 @@
+//! Amendments: a context event that arrives after decisions it could have
+//! changed were made.
+//!
+//! Every control keeps the trigger rows it decided for as long as their
+//! decision could still be affected (wait + look-back behind the watermark).
+//! When rows of a topic arrive at or behind the watermark, each control that
+//! reads that topic re-runs its query over the decided triggers whose window
+//! could contain them — once without the late rows and once with them — and
+//! the difference is the amendment: a subject that violates only with them is
+//! a new (late) violation, a subject that violated only without them is
+//! retracted. Nothing a late event changes goes unrecorded.
+
+use datafusion::arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::compute::and;
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
+
+use super::{ControlError, ControlSet, Finding};
+use crate::duration::millis;
+use crate::schema::Topic;
+use crate::state::State;
+
+/// What a late event changed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Amendment {
+    /// The subject violates now; it did not before.
+    New { control: usize, finding: Finding },
+    /// The subject violated; with the late event it does not.
+    Retracted { control: usize, finding: Finding },
+}
+
+impl ControlSet {
+    /// Appends `batch` (rows of `topic`) to `state`; when some rows are at or
+    /// behind `watermark`, returns how they change decisions already made.
+    pub async fn append_amending(
+        &mut self,
+        state: &mut State,
+        topic: Topic,
+        batch: RecordBatch,
+        time_index: usize,
+        watermark: Option<i64>,
+    ) -> Result<Vec<Amendment>, ControlError> {
+        let late_range = watermark.and_then(|w| late_range(&batch, time_index, w));
+        let Some((lo, hi)) = late_range else {
+            state.append(topic, batch);
+            return Ok(Vec::new());
+        };
+        let before = self.redecide(topic, lo, hi).await?;
+        state.append(topic, batch);
+        let after = self.redecide(topic, lo, hi).await?;
+        let mut out = Vec::new();
+        for ((control, before), (_, after)) in before.into_iter().zip(after) {
+            for finding in &after {
+                if !before.iter().any(|f| f.subject == finding.subject) {
+                    out.push(Amendment::New { control, finding: Finding { late: true, ..finding.clone() } });
+                }
+            }
+            for finding in before {
+                if !after.iter().any(|f| f.subject == finding.subject) {
+                    out.push(Amendment::Retracted { control, finding });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Findings over the decided triggers of every control that reads
+    /// `topic` and whose window may hold an event timed in [lo, hi].
+    async fn redecide(&mut self, topic: Topic, lo: i64, hi: i64) -> Result<Vec<(usize, Vec<Finding>)>, ControlError> {
+        let mut out = Vec::new();
+        for (index, control) in self.controls.iter_mut().enumerate() {
+            if !control.reads.contains(&topic) || control.decided.is_empty() {
+                continue;
+            }
+            // Look-back: the event precedes the trigger by up to the look-back;
+            // absence: it follows the trigger by up to the deadline.
+            let from = lo.saturating_sub(millis(control.meta.wait()));
+            let to = hi.saturating_add(millis(control.meta.lookback));
+            let mut triggers = Vec::new();
+            for batch in &control.decided {
+                if let Some(rows) =
+                    rows_between(batch, control.time_index, from, to).map_err(|e| control.run_error(e))?
+                {
+                    triggers.push(rows);
+                }
+            }
+            let findings = if triggers.is_empty() { Vec::new() } else { control.run(triggers, true).await? };
+            out.push((index, findings));
+        }
+        Ok(out)
+    }
+
+    /// Forgets decided triggers that no late event can affect any more.
+    pub fn evict_decided(&mut self, watermark: i64) {
+        for control in &mut self.controls {
+            let horizon = watermark.saturating_sub(millis(control.meta.wait() + control.meta.lookback));
+            let time_index = control.time_index;
+            control.decided.retain(|b| max_time(b, time_index).is_some_and(|t| t >= horizon));
+        }
+    }
+
+    /// Decided trigger rows held for amendments, over all controls.
+    pub fn decided_rows(&self) -> usize {
+        self.controls.iter().map(|c| c.decided.iter().map(RecordBatch::num_rows).sum::<usize>()).sum()
+    }
+}
+
+fn times(batch: &RecordBatch, time_index: usize) -> Option<&TimestampMillisecondArray> {
+    batch.column(time_index).as_any().downcast_ref::<TimestampMillisecondArray>()
+}
+
+fn max_time(batch: &RecordBatch, time_index: usize) -> Option<i64> {
+    times(batch, time_index)?.iter().flatten().max()
+}
+
+/// The event-time range of the rows at or behind the watermark, if any.
+fn late_range(batch: &RecordBatch, time_index: usize, watermark: i64) -> Option<(i64, i64)> {
+    let late = times(batch, time_index)?.iter().flatten().filter(|t| *t <= watermark);
+    late.fold(None, |acc, t| Some(acc.map_or((t, t), |(lo, hi): (i64, i64)| (lo.min(t), hi.max(t)))))
+}
+
+fn rows_between(
+    batch: &RecordBatch,
+    time_index: usize,
+    from: i64,
+    to: i64,
+) -> Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
+    let t = batch.column(time_index);
+    let mask = and(
+        &gt_eq(t, &TimestampMillisecondArray::new_scalar(from))?,
+        &lt_eq(t, &TimestampMillisecondArray::new_scalar(to))?,
+    )?;
+    let rows = filter_record_batch(batch, &mask)?;
+    Ok((rows.num_rows() > 0).then_some(rows))
+}
