@@ -27,22 +27,23 @@ fn rebuild(c: &mut Criterion) {
     let (events, _) = generate(&GenConfig::new(EVENTS, 1, now));
     let payloads: Vec<(Topic, Vec<u8>)> =
         events.iter().map(|e| (e.topic, to_avro(catalog.event(e.topic), &e.fields).unwrap())).collect();
-    let decoders =
-        Topic::ALL.map(|t| Decoder::new(catalog.event(t).clone(), resolver.clone(), Format::Avro, TimeBounds::default()));
+    let decoders = Topic::ALL
+        .map(|t| Decoder::new(catalog.event(t).clone(), resolver.clone(), Format::Avro, TimeBounds::default()));
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut group = c.benchmark_group("rebuild");
     group.sample_size(10).measurement_time(Duration::from_secs(60)).throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("1M retained events", |b| {
         b.iter(|| {
             let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
-            let mut controls = runtime
-                .block_on(ControlSet::plan(&builtin_sources(), &catalog, &state, &Default::default()))
-                .unwrap();
+            let mut controls =
+                runtime.block_on(ControlSet::plan(&builtin_sources(), &catalog, &state, &Default::default())).unwrap();
             for chunk in payloads.chunks(BATCH) {
                 for topic in Topic::ALL {
-                    let raw = chunk.iter().enumerate().filter(|(_, (t, _))| *t == topic).map(|(i, (_, p))| {
-                        RawMessage { payload: Some(p), partition: 0, offset: i as i64 }
-                    });
+                    let raw = chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (t, _))| *t == topic)
+                        .map(|(i, (_, p))| RawMessage { payload: Some(p), partition: 0, offset: i as i64 });
                     if let Some(batch) = decoders[topic.index()].decode(raw, now).batch {
                         controls.admit(topic, &batch, None).unwrap();
                         state.append(topic, batch);
