@@ -83,6 +83,17 @@ pub enum Command {
         #[arg(long)]
         queries: Option<PathBuf>,
     },
+    /// Print the canonical events (one JSON line each) that tool-native
+    /// payload files map to: the tool for wiring a new source.
+    Decode {
+        #[arg(long, value_enum)]
+        format: crate::native::NativeFormat,
+        /// change, ci, access or deploy.
+        #[arg(long, value_parser = parse_topic)]
+        topic: Topic,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Write the controls reference (Markdown) generated from the control headers.
     Docs {
         /// Directory of .sql controls (default: the built-in catalogue).
@@ -135,6 +146,26 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             Ok(if report.failed() == 0 { 0 } else { 1 })
         }
         Command::Check { config, queries } => check(config, queries).await,
+        Command::Decode { format, topic, files } => {
+            let mut failed = 0;
+            for file in &files {
+                let payload = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                match crate::native::decode_payload(format, topic, &payload) {
+                    Ok(lines) if lines.is_empty() => {
+                        eprintln!(
+                            "{}: nothing Vigil uses (a valid payload that maps to no {topic} event)",
+                            file.display()
+                        )
+                    }
+                    Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", file.display());
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(i32::from(failed > 0))
+        }
         Command::Docs { queries, out } => {
             let text = crate::controls::reference(&sources(queries.as_ref())?).map_err(anyhow::Error::msg)?;
             match out {
@@ -300,4 +331,8 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+fn parse_topic(name: &str) -> Result<Topic, String> {
+    Topic::from_name(name).ok_or_else(|| format!("`{name}` is not a topic; use change, ci, access or deploy"))
 }

@@ -41,6 +41,7 @@ pub mod embedded;
 pub mod generate;
 pub mod identity;
 pub mod metrics;
+pub mod native;
 pub mod pipeline;
 pub mod published;
 pub mod schema;

@@ -1,0 +1,74 @@
+//! GitHub webhooks, exactly as GitHub sends them. Without the
+//! X-GitHub-Event header (a payload read from a file), the event is told by
+//! its shape: `review` → pull_request_review, `pull_request` → pull_request.
+
+use serde_json::{json, Value};
+
+use super::{at, canonical, opt_text, text, Canonical, MapError};
+use crate::schema::Topic;
+
+pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
+    if topic != Topic::Ci {
+        return Err(MapError::Unmappable(format!("GitHub pull request webhooks map onto the ci topic, not {topic}")));
+    }
+    if at(v, "review").is_some() && at(v, "pull_request").is_some() {
+        return review(v);
+    }
+    if at(v, "pull_request").is_some() {
+        return pull_request(v);
+    }
+    Err(MapError::Unmappable("not a pull_request or pull_request_review webhook".into()))
+}
+
+/// The repository and the service it builds (the repository's name).
+fn repo(v: &Value) -> Result<(String, String), MapError> {
+    Ok((text(v, "repository.full_name")?, text(v, "repository.name")?))
+}
+
+fn pull_request(v: &Value) -> Result<Vec<Canonical>, MapError> {
+    let merged = at(v, "pull_request.merged").and_then(Value::as_bool).unwrap_or(false);
+    if text(v, "action")? != "closed" || !merged {
+        return Ok(Vec::new()); // only a merge is a CI fact Vigil uses
+    }
+    let (full_name, service) = repo(v)?;
+    let number = at(v, "pull_request.number")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| MapError::Unmappable("`pull_request.number` is missing or not a number".into()))?;
+    let event = json!({
+        "event_id": format!("github:{full_name}:pull/{number}/merged"),
+        "event_time": text(v, "pull_request.merged_at")?,
+        "kind": "pr_merged",
+        "repo": full_name,
+        "service": service,
+        "commit_sha": text(v, "pull_request.merge_commit_sha")?,
+        "pr_number": number,
+        "actor": opt_text(v, "pull_request.merged_by.login"),
+        "author": text(v, "pull_request.user.login")?,
+    });
+    Ok(vec![canonical(event)])
+}
+
+fn review(v: &Value) -> Result<Vec<Canonical>, MapError> {
+    if text(v, "action")? != "submitted" {
+        return Ok(Vec::new());
+    }
+    let (full_name, service) = repo(v)?;
+    let number = at(v, "pull_request.number")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| MapError::Unmappable("`pull_request.number` is missing or not a number".into()))?;
+    let state = text(v, "review.state")?.to_lowercase();
+    let review_id = at(v, "review.id").map(Value::to_string).unwrap_or_default();
+    let event = json!({
+        "event_id": format!("github:{full_name}:review/{review_id}"),
+        "event_time": text(v, "review.submitted_at")?,
+        "kind": "pr_review",
+        "repo": full_name,
+        "service": service,
+        "commit_sha": text(v, "review.commit_id")?,
+        "pr_number": number,
+        "actor": text(v, "review.user.login")?,
+        "author": text(v, "pull_request.user.login")?,
+        "review_state": state,
+    });
+    Ok(vec![canonical(event)])
+}
