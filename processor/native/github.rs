@@ -20,9 +20,13 @@ pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
     Err(MapError::Unmappable("not a pull_request or pull_request_review webhook".into()))
 }
 
-/// The repository and the service it builds (the repository's name).
-fn repo(v: &Value) -> Result<(String, String), MapError> {
-    Ok((text(v, "repository.full_name")?, text(v, "repository.name")?))
+/// The repository, the service it builds (the repository's name) and the
+/// pull request's number.
+fn pull(v: &Value) -> Result<(String, String, i64), MapError> {
+    let number = at(v, "pull_request.number")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| MapError::Unmappable("`pull_request.number` is missing or not a number".into()))?;
+    Ok((text(v, "repository.full_name")?, text(v, "repository.name")?, number))
 }
 
 fn pull_request(v: &Value) -> Result<Vec<Canonical>, MapError> {
@@ -30,10 +34,7 @@ fn pull_request(v: &Value) -> Result<Vec<Canonical>, MapError> {
     if text(v, "action")? != "closed" || !merged {
         return Ok(Vec::new()); // only a merge is a CI fact Vigil uses
     }
-    let (full_name, service) = repo(v)?;
-    let number = at(v, "pull_request.number")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| MapError::Unmappable("`pull_request.number` is missing or not a number".into()))?;
+    let (full_name, service, number) = pull(v)?;
     let event = json!({
         "event_id": format!("github:{full_name}:pull/{number}/merged"),
         "event_time": text(v, "pull_request.merged_at")?,
@@ -52,10 +53,7 @@ fn review(v: &Value) -> Result<Vec<Canonical>, MapError> {
     if text(v, "action")? != "submitted" {
         return Ok(Vec::new());
     }
-    let (full_name, service) = repo(v)?;
-    let number = at(v, "pull_request.number")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| MapError::Unmappable("`pull_request.number` is missing or not a number".into()))?;
+    let (full_name, service, number) = pull(v)?;
     let state = text(v, "review.state")?.to_lowercase();
     let review_id = at(v, "review.id").map(Value::to_string).unwrap_or_default();
     let event = json!({
