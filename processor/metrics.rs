@@ -24,6 +24,7 @@ pub struct Metrics {
     pub late_triggers: IntCounterVec,
     pub redecided: IntCounterVec,
     pub amendments: IntCounterVec,
+    pub events_ignored: IntCounterVec,
     pub watermark: GaugeVec,
     pub evaluation_seconds: HistogramVec,
     pub state_rows: IntGaugeVec,
@@ -99,6 +100,11 @@ impl Metrics {
                 "vigil_late_triggers_total",
                 "Triggers judged after the watermark had passed their decision time.",
                 &["control"],
+            ),
+            events_ignored: counter(
+                "vigil_events_ignored_total",
+                "Tool-native records that are valid but carry nothing Vigil uses (a pull request opened), by topic.",
+                &["topic"],
             ),
             amendments: counter(
                 "vigil_amendments_total",

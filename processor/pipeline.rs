@@ -176,6 +176,7 @@ impl Pipeline {
             });
             let decoded = self.decoders[topic.index()].decode(raw, wall);
             self.metrics.events_consumed.with_label_values(&[topic.name()]).inc_by(of_topic.len() as u64);
+            self.metrics.events_ignored.with_label_values(&[topic.name()]).inc_by(decoded.ignored as u64);
             self.status.consumed += of_topic.len() as u64;
             for m in &of_topic {
                 self.next_offsets.insert((topic, m.partition), m.offset + 1);

@@ -26,6 +26,7 @@ const REASONS: &[&str] = &[
     "wrong_type",
     "unknown_symbol",
     "event_time",
+    "unmappable",
 ];
 
 fn mangle_json(rng: &mut ChaCha8Rng, valid: &[u8]) -> Vec<u8> {

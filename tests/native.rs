@@ -62,3 +62,83 @@ fn a_truncated_or_misrouted_payload_exits_non_zero_with_a_reason() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("does not map onto the access topic"), "{stderr}");
 }
+
+/// The stream: ci carries GitHub webhooks and deploy carries CDEvents, as
+/// configured per topic; the processor maps them and decides on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_payloads_in_the_stream_are_mapped_and_decided() {
+    use std::time::Duration;
+    use vigil::config::{Config, RawConfig};
+    use vigil::controls::builtin_sources;
+    use vigil::decode::Format;
+    use vigil::embedded::{produce_all, read_all, EmbeddedBroker, Record};
+    use vigil::pipeline::{wall_ms, Pipeline};
+    use vigil::violation::{violation_id, Violation};
+
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    for topic in ["change", "ci", "access", "deploy", "vigil-violations", "vigil-dead-letter"] {
+        broker.create_topic(topic, 1).unwrap();
+    }
+    let day = 86_400_000;
+    let at = |ms: i64| vigil::decode::format_ms(ms);
+    let t = (wall_ms() / 1000) * 1000 - 2 * day;
+    let merged = std::fs::read_to_string("tests/payloads/github-pull-request-merged.json")
+        .unwrap()
+        .replace("2026-11-20T10:05:00Z", &at(t - 3_600_000));
+    let unmerged = std::fs::read_to_string("tests/payloads/github-pull-request-closed-unmerged.json").unwrap();
+    let deployed = std::fs::read_to_string("tests/payloads/cdevents-service-deployed.json")
+        .unwrap()
+        .replace("2023-03-20T14:27:05.315384Z", &at(t))
+        .replace("\"test123\"", "\"production\"");
+    let truncated = deployed[..deployed.len() / 2].to_string();
+    let record =
+        |topic: &str, payload: &str| Record { topic: topic.into(), key: "payments".into(), payload: payload.into() };
+    produce_all(
+        &bootstrap,
+        &[record("ci", &merged), record("ci", &unmerged), record("deploy", &deployed), record("deploy", &truncated)],
+    )
+    .await
+    .unwrap();
+
+    let mut raw = RawConfig::default();
+    raw.kafka.bootstrap_servers = bootstrap.clone();
+    raw.time.tick = Some("200ms".into());
+    raw.time.idle_timeout = Some("1s".into());
+    raw.formats.insert("ci".into(), Format::Github);
+    raw.formats.insert("deploy".into(), Format::Cdevents);
+    let config = Config::validate(raw).unwrap();
+    let metrics = vigil::metrics::Metrics::new();
+    let pipeline = Pipeline::new(config, &builtin_sources(), metrics.clone()).await.unwrap();
+    let mut status = pipeline.status();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(pipeline.run(stop_rx));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status.borrow_and_update().clone();
+        if s.consumed >= 4 && s.pending_triggers == 0 && s.watermark.is_some_and(|w| w > t + day) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not decided: {s:?}");
+        let _ = tokio::time::timeout(Duration::from_millis(200), status.changed()).await;
+    }
+    let _ = stop_tx.send(true);
+    running.await.unwrap().unwrap();
+
+    let catalog = vigil::schema::Catalog::builtin().unwrap();
+    let b = bootstrap.clone();
+    let records = tokio::task::spawn_blocking(move || read_all(&b, "vigil-violations", Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: std::collections::BTreeSet<String> = records
+        .iter()
+        .map(|r| Violation::from_confluent_avro(&catalog.violation, r.payload.as_deref().unwrap()).unwrap().id)
+        .collect();
+    // The merge had no approving review; the deploy names no change request.
+    assert!(ids.contains(&violation_id("SOD-01", "acme/payments#42")), "{ids:?}");
+    assert!(ids.contains(&violation_id("CM-01", "271069a8-fc18-44f1-b38f-9d70a1695819")), "{ids:?}");
+    let text = metrics.render();
+    assert_eq!(vigil::metrics::sample_sum(&text, "vigil_events_ignored_total"), 1.0, "the unmerged pull request");
+    assert_eq!(vigil::metrics::sample_sum(&text, "vigil_dead_letters_total"), 1.0, "the truncated CDEvent");
+}

@@ -35,6 +35,10 @@ pub enum Format {
     Json,
     /// JSON if the payload starts with `{`, Confluent Avro if it starts with 0.
     Auto,
+    /// GitHub webhooks, mapped (see `native`).
+    Github,
+    /// CDEvents, mapped (see `native`).
+    Cdevents,
 }
 
 /// Why a payload could not be read. Every variant is bad data.
@@ -68,6 +72,8 @@ pub enum DecodeError {
     UnknownSymbol { field: String, value: String, allowed: String },
     #[error("field `{field}` = {value} is outside the accepted range ({bounds}); check the producer's clock and time unit (milliseconds)")]
     TimeOutOfRange { field: String, value: String, bounds: String },
+    #[error("cannot map the payload onto a canonical event: {0}")]
+    Unmappable(String),
 }
 
 impl DecodeError {
@@ -84,6 +90,7 @@ impl DecodeError {
             DecodeError::WrongType { .. } => "wrong_type",
             DecodeError::UnknownSymbol { .. } => "unknown_symbol",
             DecodeError::TimeOutOfRange { .. } => "event_time",
+            DecodeError::Unmappable(_) => "unmappable",
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct Decoded {
     pub rejects: Vec<Reject>,
     /// Highest event time among the good rows of each partition.
     pub max_time: Vec<(i32, i64)>,
+    /// Tool-native payloads that are valid but carry nothing Vigil uses.
+    pub ignored: usize,
 }
 
 /// Limits on event time, relative to the wall clock at decode time.
@@ -170,26 +179,32 @@ impl Decoder {
         let mut builder = BatchBuilder::new(&self.schema);
         let mut rejects = Vec::new();
         let mut max_time: Vec<(i32, i64)> = Vec::new();
+        let mut ignored = 0;
         for m in messages {
             match self.decode_one(m.payload, now_ms) {
-                Ok(row) => {
-                    let t = match row[self.schema.time_index] {
-                        Cell::Long(t) => t,
-                        _ => unreachable!("event_time is checked to be a timestamp"),
-                    };
-                    match max_time.iter_mut().find(|(p, _)| *p == m.partition) {
-                        Some((_, max)) => *max = (*max).max(t),
-                        None => max_time.push((m.partition, t)),
+                Ok(rows) if rows.is_empty() => ignored += 1,
+                Ok(rows) => {
+                    for row in rows {
+                        let t = match row[self.schema.time_index] {
+                            Cell::Long(t) => t,
+                            _ => unreachable!("event_time is checked to be a timestamp"),
+                        };
+                        match max_time.iter_mut().find(|(p, _)| *p == m.partition) {
+                            Some((_, max)) => *max = (*max).max(t),
+                            None => max_time.push((m.partition, t)),
+                        }
+                        builder.push(row, m.partition, m.offset);
                     }
-                    builder.push(row, m.partition, m.offset);
                 }
                 Err(error) => rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
             }
         }
-        Decoded { batch: builder.finish(), rejects, max_time }
+        Decoded { batch: builder.finish(), rejects, max_time, ignored }
     }
 
-    fn decode_one(&self, payload: Option<&[u8]>, now_ms: i64) -> Result<Vec<Cell>, DecodeError> {
+    /// The rows of one payload: one for the canonical formats, zero or more
+    /// for a tool-native one.
+    fn decode_one(&self, payload: Option<&[u8]>, now_ms: i64) -> Result<Vec<Vec<Cell>>, DecodeError> {
         let bytes = payload.filter(|p| !p.is_empty()).ok_or(DecodeError::Empty)?;
         if bytes.len() > self.max_bytes {
             return Err(DecodeError::Oversize { size: bytes.len(), max: self.max_bytes });
@@ -206,10 +221,28 @@ impl Decoder {
             Format::Json => json::row(&self.schema, bytes)?,
             Format::Avro => avro::confluent_row(&self.schema, &self.resolver, bytes)?,
             Format::AvroPlain => avro::plain_row(&self.schema, bytes)?,
+            Format::Github | Format::Cdevents => return self.native_rows(format, bytes, now_ms),
             Format::Auto => unreachable!("resolved above"),
         };
         self.check_times(&row, now_ms)?;
-        Ok(row)
+        Ok(vec![row])
+    }
+
+    fn native_rows(&self, format: Format, bytes: &[u8], now_ms: i64) -> Result<Vec<Vec<Cell>>, DecodeError> {
+        use crate::native::{map, MapError, NativeFormat};
+        let native = if format == Format::Github { NativeFormat::Github } else { NativeFormat::Cdevents };
+        let events = map(native, self.schema.topic, bytes).map_err(|e| match e {
+            MapError::Json(m) => DecodeError::Json(m),
+            MapError::Unmappable(m) => DecodeError::Unmappable(m),
+        })?;
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            let json = serde_json::to_vec(&event).map_err(|e| DecodeError::Json(e.to_string()))?;
+            let row = json::row(&self.schema, &json)?;
+            self.check_times(&row, now_ms)?;
+            rows.push(row);
+        }
+        Ok(rows)
     }
 
     fn check_times(&self, row: &[Cell], now_ms: i64) -> Result<(), DecodeError> {
