@@ -48,6 +48,18 @@ fn a_cdevents_service_deployed_yields_service_environment_and_digest() {
 }
 
 #[test]
+fn a_jira_status_transition_yields_the_change_action_and_approver() {
+    let (code, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");
+    assert_eq!(code, Some(0));
+    let e = &events[0];
+    assert_eq!(e["change_id"], "CHG-9");
+    assert_eq!(e["action"], "approved");
+    assert_eq!(e["actor"], "maria@acme.example", "the changelog's author approves");
+    assert_eq!(e["requester"], "alice@acme.example");
+    assert_eq!(e["service"], "payments");
+}
+
+#[test]
 fn a_truncated_or_misrouted_payload_exits_non_zero_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read("tests/payloads/cdevents-service-deployed.json").unwrap();
@@ -92,11 +104,23 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
         .replace("2023-03-20T14:27:05.315384Z", &at(t))
         .replace("\"test123\"", "\"production\"");
     let truncated = deployed[..deployed.len() / 2].to_string();
+    // The requester approves their own change: CM-03, from a Jira webhook.
+    let self_approved = std::fs::read_to_string("tests/payloads/jira-issue-approved.json")
+        .unwrap()
+        .replace("1795000000000", &(t - 7_200_000).to_string())
+        .replace("maria@acme.example", "alice@acme.example")
+        .replace("CHG-9", "CHG-10");
     let record =
         |topic: &str, payload: &str| Record { topic: topic.into(), key: "payments".into(), payload: payload.into() };
     produce_all(
         &bootstrap,
-        &[record("ci", &merged), record("ci", &unmerged), record("deploy", &deployed), record("deploy", &truncated)],
+        &[
+            record("ci", &merged),
+            record("ci", &unmerged),
+            record("deploy", &deployed),
+            record("deploy", &truncated),
+            record("change", &self_approved),
+        ],
     )
     .await
     .unwrap();
@@ -107,6 +131,7 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
     raw.time.idle_timeout = Some("1s".into());
     raw.formats.insert("ci".into(), Format::Github);
     raw.formats.insert("deploy".into(), Format::Cdevents);
+    raw.formats.insert("change".into(), Format::Jira);
     let config = Config::validate(raw).unwrap();
     let metrics = vigil::metrics::Metrics::new();
     let pipeline = Pipeline::new(config, &builtin_sources(), metrics.clone()).await.unwrap();
@@ -116,7 +141,7 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let s = status.borrow_and_update().clone();
-        if s.consumed >= 4 && s.pending_triggers == 0 && s.watermark.is_some_and(|w| w > t + day) {
+        if s.consumed >= 5 && s.pending_triggers == 0 && s.watermark.is_some_and(|w| w > t + day) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "not decided: {s:?}");
@@ -138,6 +163,7 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
     // The merge had no approving review; the deploy names no change request.
     assert!(ids.contains(&violation_id("SOD-01", "acme/payments#42")), "{ids:?}");
     assert!(ids.contains(&violation_id("CM-01", "271069a8-fc18-44f1-b38f-9d70a1695819")), "{ids:?}");
+    assert!(ids.contains(&violation_id("CM-03", "CHG-10")), "{ids:?}");
     let text = metrics.render();
     assert_eq!(vigil::metrics::sample_sum(&text, "vigil_events_ignored_total"), 1.0, "the unmerged pull request");
     assert_eq!(vigil::metrics::sample_sum(&text, "vigil_dead_letters_total"), 1.0, "the truncated CDEvent");

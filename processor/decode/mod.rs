@@ -39,6 +39,8 @@ pub enum Format {
     Github,
     /// CDEvents, mapped (see `native`).
     Cdevents,
+    /// Jira issue webhooks, mapped (see `native`).
+    Jira,
 }
 
 /// Why a payload could not be read. Every variant is bad data.
@@ -221,7 +223,7 @@ impl Decoder {
             Format::Json => json::row(&self.schema, bytes)?,
             Format::Avro => avro::confluent_row(&self.schema, &self.resolver, bytes)?,
             Format::AvroPlain => avro::plain_row(&self.schema, bytes)?,
-            Format::Github | Format::Cdevents => return self.native_rows(format, bytes, now_ms),
+            Format::Github | Format::Cdevents | Format::Jira => return self.native_rows(format, bytes, now_ms),
             Format::Auto => unreachable!("resolved above"),
         };
         self.check_times(&row, now_ms)?;
@@ -230,7 +232,11 @@ impl Decoder {
 
     fn native_rows(&self, format: Format, bytes: &[u8], now_ms: i64) -> Result<Vec<Vec<Cell>>, DecodeError> {
         use crate::native::{map, MapError, NativeFormat};
-        let native = if format == Format::Github { NativeFormat::Github } else { NativeFormat::Cdevents };
+        let native = match format {
+            Format::Github => NativeFormat::Github,
+            Format::Jira => NativeFormat::Jira,
+            _ => NativeFormat::Cdevents,
+        };
         let events = map(native, self.schema.topic, bytes).map_err(|e| match e {
             MapError::Json(m) => DecodeError::Json(m),
             MapError::Unmappable(m) => DecodeError::Unmappable(m),

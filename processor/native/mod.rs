@@ -7,11 +7,12 @@
 //! (`<tool>:<source>:<id>`) for the evidence trail.
 //!
 //! So far: GitHub webhooks (pull_request merged, pull_request_review
-//! submitted) and CDEvents (service.deployed/upgraded/rolledback,
-//! change.merged/reviewed). `vigil decode` prints what a payload maps to.
+//! submitted), CDEvents (service.deployed/upgraded/rolledback,
+//! change.merged/reviewed) and Jira issue webhooks (change requests). `vigil decode` prints what a payload maps to.
 
 mod cdevents;
 mod github;
+mod jira;
 
 use serde_json::{Map, Value};
 
@@ -27,6 +28,8 @@ pub enum NativeFormat {
     Github,
     /// CDEvents (structured CloudEvents JSON, or the bare CDEvent).
     Cdevents,
+    /// Jira issue webhooks (change requests).
+    Jira,
 }
 
 /// Why a payload could not be mapped.
@@ -53,6 +56,7 @@ pub fn map(format: NativeFormat, topic: Topic, payload: &[u8]) -> Result<Vec<Can
         },
         NativeFormat::Github => github::map(topic, &value),
         NativeFormat::Cdevents => cdevents::map(topic, &value),
+        NativeFormat::Jira => jira::map(topic, &value),
     }
 }
 
@@ -101,8 +105,12 @@ pub(crate) fn opt_text(value: &Value, path: &str) -> Option<String> {
     at(value, path).and_then(Value::as_str).map(str::to_string)
 }
 
+/// The value at a dotted path; a numeric segment indexes an array.
 pub(crate) fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(value, |v, key| v.get(key))
+    path.split('.').try_fold(value, |v, key| match (v, key.parse::<usize>()) {
+        (Value::Array(items), Ok(i)) => items.get(i),
+        _ => v.get(key),
+    })
 }
 
 #[cfg(test)]
@@ -114,5 +122,7 @@ mod tests {
         let v: Value = serde_json::from_str(r#"{"a": {"b": "c"}}"#).unwrap();
         assert_eq!(text(&v, "a.b").unwrap(), "c");
         assert!(text(&v, "a.x").unwrap_err().to_string().contains("a.x"));
+        let v: Value = serde_json::from_str(r#"{"a": [{"b": "c"}]}"#).unwrap();
+        assert_eq!(text(&v, "a.0.b").unwrap(), "c");
     }
 }
