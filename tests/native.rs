@@ -48,6 +48,20 @@ fn a_cdevents_service_deployed_yields_service_environment_and_digest() {
 }
 
 #[test]
+fn a_github_deployment_status_yields_a_deploy_with_its_commit_and_deployer() {
+    let (code, events, _) = decode("github", "deploy", "tests/payloads/github-deployment-status-success.json");
+    assert_eq!(code, Some(0));
+    let e = &events[0];
+    assert_eq!(e["status"], "succeeded");
+    assert_eq!(e["environment"], "production");
+    assert_eq!(e["deploy_id"], "acme/payments/deployments/145988746");
+    assert_eq!(e["commit_sha"], "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6");
+    assert_eq!(e["actor"], "carol-gh");
+    assert_eq!(e["automated"], false);
+    assert_eq!(e["change_id"], "CHG-9");
+}
+
+#[test]
 fn a_jira_status_transition_yields_the_change_action_and_approver() {
     let (code, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");
     assert_eq!(code, Some(0));

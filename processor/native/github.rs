@@ -1,6 +1,7 @@
 //! GitHub webhooks, exactly as GitHub sends them. Without the
 //! X-GitHub-Event header (a payload read from a file), the event is told by
-//! its shape: `review` → pull_request_review, `pull_request` → pull_request.
+//! its shape: `review` → pull_request_review, `pull_request` → pull_request
+//! (onto ci), `deployment_status` → deployment_status (onto deploy).
 
 use serde_json::{json, Value};
 
@@ -8,16 +9,46 @@ use super::{at, canonical, opt_text, text, Canonical, MapError};
 use crate::schema::Topic;
 
 pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
-    if topic != Topic::Ci {
-        return Err(MapError::Unmappable(format!("GitHub pull request webhooks map onto the ci topic, not {topic}")));
+    match topic {
+        Topic::Deploy if at(v, "deployment_status").is_some() => deployment_status(v),
+        Topic::Ci if at(v, "review").is_some() && at(v, "pull_request").is_some() => review(v),
+        Topic::Ci if at(v, "pull_request").is_some() => pull_request(v),
+        Topic::Ci => Err(MapError::Unmappable("not a pull_request or pull_request_review webhook".into())),
+        Topic::Deploy => Err(MapError::Unmappable("not a deployment_status webhook".into())),
+        _ => Err(MapError::Unmappable(format!("GitHub webhooks map onto the ci and deploy topics, not {topic}"))),
     }
-    if at(v, "review").is_some() && at(v, "pull_request").is_some() {
-        return review(v);
-    }
-    if at(v, "pull_request").is_some() {
-        return pull_request(v);
-    }
-    Err(MapError::Unmappable("not a pull_request or pull_request_review webhook".into()))
+}
+
+/// A deployment's status: success → succeeded, failure/error → failed,
+/// queued/pending/in_progress → started. The deployment's `payload` may
+/// carry what GitHub does not (artifact_digest, change_id). A deployment
+/// created by a bot account (a pipeline) is automated.
+fn deployment_status(v: &Value) -> Result<Vec<Canonical>, MapError> {
+    let status = match text(v, "deployment_status.state")?.as_str() {
+        "success" => "succeeded",
+        "failure" | "error" => "failed",
+        "queued" | "pending" | "in_progress" => "started",
+        _ => return Ok(Vec::new()), // inactive: superseded, nothing happened
+    };
+    let full_name = text(v, "repository.full_name")?;
+    let deployment = at(v, "deployment.id").map(Value::to_string).unwrap_or_default();
+    let status_id = at(v, "deployment_status.id").map(Value::to_string).unwrap_or_default();
+    let environment =
+        opt_text(v, "deployment_status.environment").map_or_else(|| text(v, "deployment.environment"), Ok)?;
+    let event = json!({
+        "event_id": format!("github:{full_name}:deployment_status/{status_id}"),
+        "event_time": text(v, "deployment_status.created_at")?,
+        "deploy_id": format!("{full_name}/deployments/{deployment}"),
+        "service": text(v, "repository.name")?,
+        "environment": environment,
+        "commit_sha": text(v, "deployment.sha")?,
+        "artifact_digest": opt_text(v, "deployment.payload.artifact_digest"),
+        "actor": text(v, "deployment.creator.login")?,
+        "automated": opt_text(v, "deployment.creator.type").as_deref() == Some("Bot"),
+        "change_id": opt_text(v, "deployment.payload.change_id"),
+        "status": status,
+    });
+    Ok(vec![canonical(event)])
 }
 
 /// The repository, the service it builds (the repository's name) and the
