@@ -62,6 +62,23 @@ fn a_github_deployment_status_yields_a_deploy_with_its_commit_and_deployer() {
 }
 
 #[test]
+fn a_cdevents_test_suite_run_yields_a_test_of_the_commit_and_needs_one() {
+    let (code, events, _) = decode("cdevents", "ci", "tests/payloads/cdevents-testsuiterun-finished.json");
+    assert_eq!(code, Some(0));
+    let e = &events[0];
+    assert_eq!((e["kind"].as_str(), e["outcome"].as_str()), (Some("test"), Some("success")));
+    assert_eq!(e["commit_sha"], "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6");
+    assert_eq!(e["service"], "payments");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("tests/payloads/cdevents-testsuiterun-finished.json").unwrap();
+    let no_commit = dir.path().join("no-commit.json");
+    std::fs::write(&no_commit, text.replace("\"commit_sha\"", "\"commit\"")).unwrap();
+    let (code, _, stderr) = decode("cdevents", "ci", no_commit.to_str().unwrap());
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("customData.commit_sha"), "{stderr}");
+}
+
+#[test]
 fn a_jira_status_transition_yields_the_change_action_and_approver() {
     let (code, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");
     assert_eq!(code, Some(0));

@@ -1,6 +1,8 @@
 //! CDEvents (<https://cdevents.dev>): the bare event (`context` + `subject`)
 //! or a structured-mode CloudEvent whose `data` is one. `customData` carries
-//! what CDEvents lacks (commit, actor, reviewer, approver).
+//! what CDEvents lacks (commit, actor, reviewer, approver). Mapped:
+//! service.deployed/upgraded/rolledback onto deploy; change.merged/reviewed
+//! and testsuiterun.finished onto ci.
 
 use serde_json::{json, Value};
 
@@ -56,6 +58,32 @@ pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
                 "actor": custom("actor"),
                 "author": custom("author"),
                 "review_state": (predicate == "reviewed").then(|| custom("review_state").unwrap_or_else(|| "approved".into())),
+            }))])
+        }
+        (Topic::Ci, "testsuiterun", "finished") => {
+            let commit = custom("commit_sha").ok_or_else(|| {
+                MapError::Unmappable(
+                    "customData.commit_sha is missing: a test run that names no commit cannot evidence a deploy".into(),
+                )
+            })?;
+            let outcome = match text(event, "subject.content.outcome")?.as_str() {
+                "pass" => "success",
+                "fail" => "failure",
+                "cancel" => "cancelled",
+                _ => "error",
+            };
+            let service =
+                custom("service").unwrap_or_else(|| text(event, "subject.content.testSuite.name").unwrap_or_default());
+            Ok(vec![canonical(json!({
+                "event_id": id,
+                "event_time": time,
+                "kind": "test",
+                "repo": custom("repo").unwrap_or_else(|| service.clone()),
+                "service": service,
+                "commit_sha": commit,
+                "actor": text(event, "context.source")?,
+                "outcome": outcome,
+                "pipeline_run_id": text(event, "subject.id")?,
             }))])
         }
         _ => Err(MapError::Unmappable(format!("CDEvent `{kind}` does not map onto the {topic} topic"))),
