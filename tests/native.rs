@@ -79,6 +79,16 @@ fn a_cdevents_test_suite_run_yields_a_test_of_the_commit_and_needs_one() {
 }
 
 #[test]
+fn a_critical_code_scanning_alert_yields_a_critical_sast_finding_for_the_commit() {
+    let (code, events, _) = decode("github", "ci", "tests/payloads/github-code-scanning-alert-created.json");
+    assert_eq!(code, Some(0));
+    let e = &events[0];
+    assert_eq!((e["kind"].as_str(), e["scan_type"].as_str()), (Some("scan"), Some("sast")));
+    assert_eq!(e["commit_sha"], "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6");
+    assert_eq!(e["findings_critical"], 1);
+}
+
+#[test]
 fn a_jira_status_transition_yields_the_change_action_and_approver() {
     let (code, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");
     assert_eq!(code, Some(0));

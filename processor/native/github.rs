@@ -1,7 +1,8 @@
 //! GitHub webhooks, exactly as GitHub sends them. Without the
 //! X-GitHub-Event header (a payload read from a file), the event is told by
-//! its shape: `review` → pull_request_review, `pull_request` → pull_request
-//! (onto ci), `deployment_status` → deployment_status (onto deploy).
+//! its shape: `review` → pull_request_review, `pull_request` → pull_request,
+//! `alert` → code_scanning_alert (onto ci), `deployment_status` →
+//! deployment_status (onto deploy).
 
 use serde_json::{json, Value};
 
@@ -13,7 +14,10 @@ pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
         Topic::Deploy if at(v, "deployment_status").is_some() => deployment_status(v),
         Topic::Ci if at(v, "review").is_some() && at(v, "pull_request").is_some() => review(v),
         Topic::Ci if at(v, "pull_request").is_some() => pull_request(v),
-        Topic::Ci => Err(MapError::Unmappable("not a pull_request or pull_request_review webhook".into())),
+        Topic::Ci if at(v, "alert").is_some() && at(v, "commit_oid").is_some() => code_scanning_alert(v),
+        Topic::Ci => {
+            Err(MapError::Unmappable("not a pull_request, pull_request_review or code_scanning_alert webhook".into()))
+        }
         Topic::Deploy => Err(MapError::Unmappable("not a deployment_status webhook".into())),
         _ => Err(MapError::Unmappable(format!("GitHub webhooks map onto the ci and deploy topics, not {topic}"))),
     }
@@ -47,6 +51,33 @@ fn deployment_status(v: &Value) -> Result<Vec<Canonical>, MapError> {
         "automated": opt_text(v, "deployment.creator.type").as_deref() == Some("Bot"),
         "change_id": opt_text(v, "deployment.payload.change_id"),
         "status": status,
+    });
+    Ok(vec![canonical(event)])
+}
+
+/// A code-scanning alert raised (created, reopened) on a commit: a SAST
+/// finding of that commit, critical when its security severity is. Fixed and
+/// closed alerts say nothing new about a commit.
+fn code_scanning_alert(v: &Value) -> Result<Vec<Canonical>, MapError> {
+    if !matches!(text(v, "action")?.as_str(), "created" | "reopened" | "appeared_in_branch") {
+        return Ok(Vec::new());
+    }
+    let full_name = text(v, "repository.full_name")?;
+    let number = at(v, "alert.number").map(Value::to_string).unwrap_or_default();
+    let level = opt_text(v, "alert.rule.security_severity_level").unwrap_or_default();
+    let error = opt_text(v, "alert.rule.severity").as_deref() == Some("error");
+    let event = json!({
+        "event_id": format!("github:{full_name}:code-scanning/{number}/{}", text(v, "action")?),
+        "event_time": opt_text(v, "alert.updated_at").map_or_else(|| text(v, "alert.created_at"), Ok)?,
+        "kind": "scan",
+        "repo": full_name,
+        "service": text(v, "repository.name")?,
+        "commit_sha": text(v, "commit_oid")?,
+        "actor": opt_text(v, "alert.tool.name"),
+        "outcome": "success",
+        "scan_type": "sast",
+        "findings_critical": i32::from(level == "critical"),
+        "findings_high": i32::from(level == "high" || (level.is_empty() && error)),
     });
     Ok(vec![canonical(event)])
 }
