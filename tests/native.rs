@@ -89,6 +89,26 @@ fn a_critical_code_scanning_alert_yields_a_critical_sast_finding_for_the_commit(
 }
 
 #[test]
+fn a_servicenow_change_request_yields_its_approval_and_window() {
+    let (code, events, _) = decode("servicenow", "change", "tests/payloads/servicenow-change-approved.json");
+    assert_eq!(code, Some(0));
+    let e = &events[0];
+    assert_eq!((e["change_id"].as_str(), e["action"].as_str()), (Some("CHG0030001"), Some("approved")));
+    assert_eq!(e["actor"], "maria@acme.example");
+    assert_eq!(e["service"], "payments");
+    assert_eq!(
+        (e["window_start"].as_str(), e["window_end"].as_str()),
+        (Some("2026-11-20T10:00:00Z"), Some("2026-11-20T14:00:00Z"))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("tests/payloads/servicenow-change-approved.json").unwrap();
+    let canceled = dir.path().join("canceled.json");
+    std::fs::write(&canceled, text.replace("\"state\": \"-2\"", "\"state\": \"4\"")).unwrap();
+    let (_, events, _) = decode("servicenow", "change", canceled.to_str().unwrap());
+    assert_eq!(events[0]["action"], "cancelled");
+}
+
+#[test]
 fn a_jira_status_transition_yields_the_change_action_and_approver() {
     let (code, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");
     assert_eq!(code, Some(0));

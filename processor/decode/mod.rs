@@ -41,6 +41,8 @@ pub enum Format {
     Cdevents,
     /// Jira issue webhooks, mapped (see `native`).
     Jira,
+    /// ServiceNow change_request records, mapped (see `native`).
+    Servicenow,
 }
 
 /// Why a payload could not be read. Every variant is bad data.
@@ -223,7 +225,9 @@ impl Decoder {
             Format::Json => json::row(&self.schema, bytes)?,
             Format::Avro => avro::confluent_row(&self.schema, &self.resolver, bytes)?,
             Format::AvroPlain => avro::plain_row(&self.schema, bytes)?,
-            Format::Github | Format::Cdevents | Format::Jira => return self.native_rows(format, bytes, now_ms),
+            Format::Github | Format::Cdevents | Format::Jira | Format::Servicenow => {
+                return self.native_rows(format, bytes, now_ms)
+            }
             Format::Auto => unreachable!("resolved above"),
         };
         self.check_times(&row, now_ms)?;
@@ -235,6 +239,7 @@ impl Decoder {
         let native = match format {
             Format::Github => NativeFormat::Github,
             Format::Jira => NativeFormat::Jira,
+            Format::Servicenow => NativeFormat::Servicenow,
             _ => NativeFormat::Cdevents,
         };
         let events = map(native, self.schema.topic, bytes).map_err(|e| match e {

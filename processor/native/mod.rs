@@ -8,11 +8,13 @@
 //!
 //! So far: GitHub webhooks (pull_request merged, pull_request_review
 //! submitted), CDEvents (service.deployed/upgraded/rolledback,
-//! change.merged/reviewed) and Jira issue webhooks (change requests). `vigil decode` prints what a payload maps to.
+//! change.merged/reviewed, testsuiterun.finished), Jira issue webhooks and
+//! ServiceNow change_request records (change requests). `vigil decode` prints what a payload maps to.
 
 mod cdevents;
 mod github;
 mod jira;
+mod servicenow;
 
 use serde_json::{Map, Value};
 
@@ -30,6 +32,8 @@ pub enum NativeFormat {
     Cdevents,
     /// Jira issue webhooks (change requests).
     Jira,
+    /// ServiceNow change_request records.
+    Servicenow,
 }
 
 /// Why a payload could not be mapped.
@@ -57,6 +61,7 @@ pub fn map(format: NativeFormat, topic: Topic, payload: &[u8]) -> Result<Vec<Can
         NativeFormat::Github => github::map(topic, &value),
         NativeFormat::Cdevents => cdevents::map(topic, &value),
         NativeFormat::Jira => jira::map(topic, &value),
+        NativeFormat::Servicenow => servicenow::map(topic, &value),
     }
 }
 
