@@ -12,6 +12,14 @@ pub(super) fn row(schema: &EventSchema, bytes: &[u8]) -> Result<Vec<Cell>, Decod
     let Value::Object(object) = value else {
         return Err(DecodeError::NotAnObject(type_name(&value)));
     };
+    object_row(schema, &object)
+}
+
+/// The row of an already parsed object (what the native mappers produce).
+pub(super) fn object_row(
+    schema: &EventSchema,
+    object: &serde_json::Map<String, Value>,
+) -> Result<Vec<Cell>, DecodeError> {
     schema
         .fields
         .iter()

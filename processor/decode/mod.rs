@@ -248,8 +248,7 @@ impl Decoder {
         })?;
         let mut rows = Vec::with_capacity(events.len());
         for event in events {
-            let json = serde_json::to_vec(&event).map_err(|e| DecodeError::Json(e.to_string()))?;
-            let row = json::row(&self.schema, &json)?;
+            let row = json::object_row(&self.schema, &event)?;
             self.check_times(&row, now_ms)?;
             rows.push(row);
         }
