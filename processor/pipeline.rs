@@ -221,11 +221,15 @@ impl Pipeline {
                     self.controls.admit(topic, &triggers, self.watermarks.current())?;
                 }
                 let watermark = self.watermarks.current();
-                let late_evidence = watermark.map(|w| late_evidence(&batch, topic, w)).unwrap_or_default();
                 let time_index = self.catalog.event(topic).time_index;
+                // Cloning a batch clones Arcs; the evidence is only formatted
+                // when a late row did change something.
                 let amendments =
-                    self.controls.append_amending(&mut self.state, topic, batch, time_index, watermark).await?;
-                self.amendments.extend(amendments.into_iter().map(|a| (a, late_evidence.clone())));
+                    self.controls.append_amending(&mut self.state, topic, batch.clone(), time_index, watermark).await?;
+                if let (false, Some(w)) = (amendments.is_empty(), watermark) {
+                    let late = late_evidence(&batch, topic, w);
+                    self.amendments.extend(amendments.into_iter().map(|a| (a, late.clone())));
+                }
             }
         }
         Ok(())
