@@ -119,10 +119,10 @@ impl Org {
 
 /// The generated organisation's identity map, as a config `[identities]` table.
 pub fn identities_toml() -> String {
-    let org = Org::new();
     let mut out = String::from("[identities]\n");
-    for name in org.engineers.iter().chain(&org.approvers) {
-        out.push_str(&format!("{name} = [\"{}\", \"{}\"]\n", Org::github(name), Org::email(name)));
+    for (name, aliases) in identities() {
+        let quoted: Vec<String> = aliases.iter().map(|a| format!("\"{a}\"")).collect();
+        out.push_str(&format!("{name} = [{}]\n", quoted.join(", ")));
     }
     out
 }
