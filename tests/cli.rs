@@ -5,14 +5,11 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::{free_port, scrape, Running, VIGIL};
 use vigil::embedded::{read_all, EmbeddedBroker};
 use vigil::generate::Truth;
-
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> std::path::PathBuf {
     let path = dir.join("vigil.toml");
@@ -24,16 +21,6 @@ fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> st
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Kills the child when the test ends, pass or fail.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -94,11 +81,7 @@ fn generate_then_run_publishes_exactly_the_truth() {
         Running(Command::new(VIGIL).args(["run", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default();
+        let text = scrape(port);
         let redecided = vigil::metrics::sample_sum(&text, "vigil_redecided_violations_total");
         let pending = vigil::metrics::sample_sum(&text, "vigil_pending_triggers");
         if redecided > 0.0 && pending == 0.0 && text.contains("vigil_ready 1") {
