@@ -115,26 +115,19 @@ pub struct ControlSet {
 }
 
 impl ControlSet {
-    /// Parses and plans every source against the state's tables.
+    /// Parses and plans every source against the state's tables; stops at
+    /// the first bad control.
     pub async fn plan(
         sources: &[ControlSource],
         catalog: &Catalog,
         state: &State,
         identities: &Arc<Identities>,
     ) -> Result<ControlSet, ControlError> {
-        let mut controls = Vec::with_capacity(sources.len());
-        for source in sources {
-            let control = plan_one(source, catalog, state, identities).await?;
-            if let Some(other) = controls.iter().find(|c: &&Control| c.meta.id == control.meta.id) {
-                return Err(ControlError::Header {
-                    file: source.file.clone(),
-                    line: 1,
-                    message: format!("control id {} is already used by {}", control.meta.id, other.file),
-                });
-            }
-            controls.push(control);
+        let (controls, errors) = plan_each(sources, catalog, state, identities).await;
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(ControlSet { controls }),
         }
-        Ok(ControlSet { controls })
     }
 
     pub fn controls(&self) -> &[Control] {
@@ -149,22 +142,7 @@ impl ControlSet {
         identities: &Arc<Identities>,
     ) -> Vec<ControlError> {
         let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
-        let mut errors = Vec::new();
-        let mut ids: Vec<(String, String)> = Vec::new();
-        for source in sources {
-            match plan_one(source, catalog, &state, identities).await {
-                Ok(control) => match ids.iter().find(|(id, _)| *id == control.meta.id) {
-                    Some((_, other)) => errors.push(ControlError::Header {
-                        file: source.file.clone(),
-                        line: 1,
-                        message: format!("control id {} is already used by {other}", control.meta.id),
-                    }),
-                    None => ids.push((control.meta.id.clone(), source.file.clone())),
-                },
-                Err(e) => errors.push(e),
-            }
-        }
-        errors
+        plan_each(sources, catalog, &state, identities).await.1
     }
 
     /// How far back `topic`'s state must reach behind the watermark: the
@@ -325,6 +303,31 @@ impl Control {
         findings.retain(|f| seen.insert(f.subject.clone()));
         Ok(findings)
     }
+}
+
+/// Every source planned, and every error met (a bad file, a duplicate id).
+async fn plan_each(
+    sources: &[ControlSource],
+    catalog: &Catalog,
+    state: &State,
+    identities: &Arc<Identities>,
+) -> (Vec<Control>, Vec<ControlError>) {
+    let mut controls: Vec<Control> = Vec::with_capacity(sources.len());
+    let mut errors = Vec::new();
+    for source in sources {
+        match plan_one(source, catalog, state, identities).await {
+            Ok(control) => match controls.iter().find(|c| c.meta.id == control.meta.id) {
+                Some(other) => errors.push(ControlError::Header {
+                    file: source.file.clone(),
+                    line: 1,
+                    message: format!("control id {} is already used by {}", control.meta.id, other.file),
+                }),
+                None => controls.push(control),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    (controls, errors)
 }
 
 async fn plan_one(
