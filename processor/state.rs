@@ -155,6 +155,9 @@ fn write(batches: &SharedBatches) -> std::sync::RwLockWriteGuard<'_, Vec<RecordB
 
 /// `batch` without the rows of `partitions`; `None` when nothing is left.
 pub fn without_partitions(batch: &RecordBatch, partitions: &[i32]) -> Option<RecordBatch> {
+    if partitions.is_empty() {
+        return (batch.num_rows() > 0).then(|| batch.clone()); // no copy on the common path
+    }
     let column = batch.column(batch.num_columns() - 2).as_any().downcast_ref::<Int32Array>()?;
     let keep: datafusion::arrow::array::BooleanArray =
         column.iter().map(|p| Some(!p.is_some_and(|p| partitions.contains(&p)))).collect();
