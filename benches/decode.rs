@@ -30,11 +30,7 @@ fn decode(c: &mut Criterion) {
         group.throughput(Throughput::Elements(payloads.len() as u64));
         group.bench_with_input(BenchmarkId::new("ci", name), &payloads, |b, payloads| {
             b.iter(|| {
-                let raw = payloads.iter().enumerate().map(|(i, p)| RawMessage {
-                    payload: Some(p),
-                    partition: 0,
-                    offset: i as i64,
-                });
+                let raw = payloads.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
                 decoder.decode(raw, NOW)
             })
         });

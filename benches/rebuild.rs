@@ -43,7 +43,7 @@ fn rebuild(c: &mut Criterion) {
                         .iter()
                         .enumerate()
                         .filter(|(_, (t, _))| *t == topic)
-                        .map(|(i, (_, p))| RawMessage { payload: Some(p), partition: 0, offset: i as i64 });
+                        .map(|(i, (_, p))| RawMessage::new(Some(p), 0, i as i64));
                     if let Some(batch) = decoders[topic.index()].decode(raw, now).batch {
                         controls.admit(topic, &batch, None).unwrap();
                         state.append(topic, batch);

@@ -86,11 +86,20 @@ pub enum Command {
     /// Print the canonical events (one JSON line each) that tool-native
     /// payload files map to: the tool for wiring a new source.
     Decode {
-        #[arg(long, value_enum)]
-        format: crate::native::NativeFormat,
+        /// json, auto (tell a tool's format by its shape), github, cdevents,
+        /// jira, servicenow, okta, argocd or kubernetes-audit.
+        #[arg(long, default_value = "auto")]
+        format: crate::decode::Format,
         /// change, ci, access or deploy.
         #[arg(long, value_parser = parse_topic)]
         topic: Topic,
+        /// A Kafka record header NAME=VALUE the payload arrives with (e.g.
+        /// ce_type=… for a binary-mode CloudEvent); repeatable.
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, Option<Vec<u8>>)>,
+        /// Config whose [native] section says what tools' events mean.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -146,26 +155,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             Ok(if report.failed() == 0 { 0 } else { 1 })
         }
         Command::Check { config, queries } => check(config, queries).await,
-        Command::Decode { format, topic, files } => {
-            let mut failed = 0;
-            for file in &files {
-                let payload = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-                match crate::native::decode_payload(format, topic, &payload) {
-                    Ok(lines) if lines.is_empty() => {
-                        eprintln!(
-                            "{}: nothing Vigil uses (a valid payload that maps to no {topic} event)",
-                            file.display()
-                        )
-                    }
-                    Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
-                    Err(e) => {
-                        eprintln!("error: {}: {e}", file.display());
-                        failed += 1;
-                    }
-                }
-            }
-            Ok(i32::from(failed > 0))
-        }
+        Command::Decode { format, topic, headers, config, files } => decode(format, topic, &headers, config, &files),
         Command::Docs { queries, out } => {
             let text = crate::controls::reference(&sources(queries.as_ref())?).map_err(anyhow::Error::msg)?;
             match out {
@@ -331,6 +321,40 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `vigil decode`: what each payload file maps to; 1 if any cannot be read.
+fn decode(
+    format: crate::decode::Format,
+    topic: Topic,
+    headers: &[(String, Option<Vec<u8>>)],
+    config: Option<PathBuf>,
+    files: &[PathBuf],
+) -> anyhow::Result<i32> {
+    let native = match config {
+        Some(path) => Config::load(&path).map_err(anyhow::Error::msg)?.native.as_ref().clone(),
+        None => crate::native::NativeConfig::default(),
+    };
+    let mut failed = 0;
+    for file in files {
+        let payload = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        match crate::native::decode_payload(format, topic, &payload, headers, &native) {
+            Ok(lines) if lines.is_empty() => {
+                eprintln!("{}: nothing Vigil uses (a valid payload that maps to no {topic} event)", file.display())
+            }
+            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                failed += 1;
+            }
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
+fn parse_header(text: &str) -> Result<(String, Option<Vec<u8>>), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    Ok((name.to_string(), Some(value.as_bytes().to_vec())))
 }
 
 fn parse_topic(name: &str) -> Result<Topic, String> {

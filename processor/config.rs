@@ -12,7 +12,7 @@
 //! [topics]                    # names of the four inputs and two outputs
 //! change = "change-events"
 //!
-//! [formats]                   # per input topic: avro, avro-plain, json, auto
+//! [formats]                   # per input topic: avro, avro-plain, json, auto, or a tool's (github, okta, …)
 //! ci = "json"
 //!
 //! [time]
@@ -21,6 +21,9 @@
 //!
 //! [identities]                # principal = [the names it has in each tool]
 //! alice = ["alice-gh", "alice@acme.example"]
+//!
+//! [native.okta]               # what tools' events mean: see `native::NativeConfig`
+//! groups = ["prod-deployers"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -34,6 +37,7 @@ use serde::Deserialize;
 use crate::decode::{Format, TimeBounds};
 use crate::duration;
 use crate::identity::Identities;
+use crate::native::NativeConfig;
 use crate::schema::Topic;
 use crate::time::WatermarkConfig;
 
@@ -59,6 +63,9 @@ pub struct RawConfig {
     /// Principal → the names it goes by in each tool.
     #[serde(default)]
     pub identities: BTreeMap<String, Vec<String>>,
+    /// What tools' events mean (`[native.github]`, `[native.okta]`, …).
+    #[serde(default)]
+    pub native: NativeConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +182,7 @@ pub struct Config {
     pub controls_dir: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
     pub identities: Arc<Identities>,
+    pub native: Arc<NativeConfig>,
 }
 
 impl Config {
@@ -243,6 +251,7 @@ impl Config {
             controls_dir: raw.controls.dir,
             metrics_addr,
             identities: Arc::new(Identities::new(&raw.identities)?),
+            native: Arc::new(raw.native),
         })
     }
 

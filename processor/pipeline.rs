@@ -82,6 +82,7 @@ impl Pipeline {
         );
         let decoders = Topic::ALL.map(|t| {
             Decoder::new(catalog.event(t).clone(), resolver.clone(), config.formats[t.index()], config.time_bounds)
+                .with_native(config.native.clone())
                 .with_max_bytes(config.max_message_bytes)
         });
         let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
@@ -171,6 +172,7 @@ impl Pipeline {
             }
             let raw = of_topic.iter().map(|m| RawMessage {
                 payload: m.payload.as_deref(),
+                headers: &m.headers,
                 partition: m.partition,
                 offset: m.offset,
             });
@@ -198,6 +200,7 @@ impl Pipeline {
                     offset: reject.offset,
                     key: m.and_then(|m| m.key.clone()),
                     payload: m.and_then(|m| m.payload.clone()),
+                    headers: m.map(|m| m.headers.clone()).unwrap_or_default(),
                     reason,
                 });
             }

@@ -17,7 +17,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
-use crate::decode::confluent_frame;
+use crate::decode::{confluent_frame, Headers};
 use crate::source::BrokerHealth;
 use crate::violation::{Violation, VIOLATION_SCHEMA_ID};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct DeadLetter {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The original record's headers, kept so it can be replayed as it was.
+    pub headers: Headers,
     pub reason: &'static str,
     pub error: String,
 }
@@ -98,7 +100,9 @@ impl Sink {
         for d in dead {
             let partition = d.partition.to_string();
             let offset = d.offset.to_string();
-            let headers = OwnedHeaders::new()
+            let original = d.headers.iter().map(|(key, value)| Header { key: key.as_str(), value: value.as_deref() });
+            let headers = original
+                .fold(OwnedHeaders::new_with_capacity(d.headers.len() + 5), OwnedHeaders::insert)
                 .insert(Header { key: "vigil.error", value: Some(d.error.as_str()) })
                 .insert(Header { key: "vigil.reason", value: Some(d.reason) })
                 .insert(Header { key: "vigil.source.topic", value: Some(d.source_topic.as_str()) })

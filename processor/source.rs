@@ -20,10 +20,11 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::decode::Headers;
 use crate::schema::Topic;
 use crate::time::TopicPartition;
 
@@ -35,6 +36,9 @@ pub struct InMessage {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The record's headers (CloudEvents binary mode carries its attributes
+    /// here); empty, and unallocated, for most records.
+    pub headers: Headers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +215,10 @@ impl Source {
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+                .unwrap_or_default(),
         })
     }
 

@@ -246,7 +246,7 @@ impl Fixture<'_> {
             let fields = self.fields(topic, defaults, step).map_err(|e| format!("{}: {e}", at(topic_name)))?;
             self.offset += 1;
             let payload = serde_json::to_vec(&fields).map_err(|e| e.to_string())?;
-            let message = RawMessage { payload: Some(&payload), partition: 0, offset: self.offset };
+            let message = RawMessage::new(Some(&payload), 0, self.offset);
             let decoded = self.decoders[topic.index()].decode([message], T_MS);
             if let Some(reject) = decoded.rejects.first() {
                 return Err(format!("{}: {}", at(topic_name), reject.error));

@@ -139,7 +139,7 @@ async fn an_undecided_trigger_holds_back_its_partitions_commit() {
         r#"{{"event_id":"e","event_time":{t},"deploy_id":"d","service":"s","environment":"production",
             "commit_sha":"c","actor":"svc","automated":true,"status":"succeeded"}}"#
     );
-    let decoded = decoder.decode([RawMessage { payload: Some(payload.as_bytes()), partition: 2, offset: 41 }], t);
+    let decoded = decoder.decode([RawMessage::new(Some(payload.as_bytes()), 2, 41)], t);
     controls.admit(Topic::Deploy, &decoded.batch.unwrap(), None).unwrap();
     assert_eq!(controls.low_water_offsets().get(&(Topic::Deploy, 2)), Some(&41));
     // Past every grace but not CM-04's 24-hour deadline: still held.

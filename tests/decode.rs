@@ -17,7 +17,7 @@ fn decoder(topic: Topic, format: Format) -> Decoder {
 }
 
 fn one(decoder: &Decoder, payload: &[u8]) -> Result<usize, DecodeError> {
-    let decoded = decoder.decode([RawMessage { payload: Some(payload), partition: 2, offset: 41 }], NOW);
+    let decoded = decoder.decode([RawMessage::new(Some(payload), 2, 41)], NOW);
     match decoded.rejects.into_iter().next() {
         Some(r) => {
             assert_eq!((r.partition, r.offset), (2, 41), "a reject keeps its coordinates");
@@ -62,11 +62,7 @@ fn every_generated_event_round_trips_through_avro_and_json() {
                     _ => to_avro(catalog.event(topic), &e.fields).unwrap(),
                 })
                 .collect();
-            let raw = payloads.iter().enumerate().map(|(i, p)| RawMessage {
-                payload: Some(p),
-                partition: 0,
-                offset: i as i64,
-            });
+            let raw = payloads.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
             let decoded = decoder(topic, format).decode(raw, NOW);
             assert!(decoded.rejects.is_empty(), "{topic} {format:?}: {:?}", decoded.rejects.first());
             let batch = decoded.batch.unwrap();
@@ -157,7 +153,7 @@ fn not_json_and_not_avro_is_rejected_in_auto_mode() {
 
 #[test]
 fn empty_payload_is_rejected() {
-    let decoded = decoder(Topic::Ci, Format::Auto).decode([RawMessage { payload: None, partition: 0, offset: 0 }], NOW);
+    let decoded = decoder(Topic::Ci, Format::Auto).decode([RawMessage::new(None, 0, 0)], NOW);
     assert_eq!(decoded.rejects[0].error, DecodeError::Empty);
 }
 
@@ -167,7 +163,7 @@ fn bad_records_do_not_take_good_neighbours_with_them() {
     let good = deploy_json("{}");
     let bad = deploy_json(r#"{"status": 3}"#);
     let msgs = [&good, &bad, &good].map(|p| p.as_slice());
-    let raw = msgs.iter().enumerate().map(|(i, p)| RawMessage { payload: Some(p), partition: 0, offset: i as i64 });
+    let raw = msgs.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
     let decoded = d.decode(raw, NOW);
     assert_eq!(decoded.batch.unwrap().num_rows(), 2);
     assert_eq!(decoded.rejects.len(), 1);

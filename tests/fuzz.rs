@@ -134,11 +134,7 @@ fn every_decoder_survives_a_million_mangled_inputs() {
                     })
                     .collect();
                 let decoded = decoder.decode(
-                    inputs.iter().enumerate().map(|(i, p)| RawMessage {
-                        payload: Some(p.as_slice()),
-                        partition: 0,
-                        offset: i as i64,
-                    }),
+                    inputs.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p.as_slice()), 0, i as i64)),
                     now,
                 );
                 let got = decoded.batch.as_ref().map_or(0, |b| b.num_rows());

@@ -133,7 +133,7 @@ fn a_truncated_or_misrouted_payload_exits_non_zero_with_a_reason() {
 
     let (code, _, stderr) = decode("cdevents", "access", "tests/payloads/cdevents-service-deployed.json");
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("does not map onto the access topic"), "{stderr}");
+    assert!(stderr.contains("maps onto the deploy topic, not access"), "{stderr}");
 }
 
 /// The stream: ci carries GitHub webhooks and deploy carries CDEvents, as
@@ -145,6 +145,7 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
     use vigil::controls::builtin_sources;
     use vigil::decode::Format;
     use vigil::embedded::{produce_all, read_all, EmbeddedBroker, Record};
+    use vigil::native::NativeFormat;
     use vigil::pipeline::{wall_ms, Pipeline};
     use vigil::violation::{violation_id, Violation};
 
@@ -190,9 +191,9 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
     raw.kafka.bootstrap_servers = bootstrap.clone();
     raw.time.tick = Some("200ms".into());
     raw.time.idle_timeout = Some("1s".into());
-    raw.formats.insert("ci".into(), Format::Github);
-    raw.formats.insert("deploy".into(), Format::Cdevents);
-    raw.formats.insert("change".into(), Format::Jira);
+    raw.formats.insert("ci".into(), Format::Native(NativeFormat::Github));
+    raw.formats.insert("deploy".into(), Format::Native(NativeFormat::Cdevents));
+    raw.formats.insert("change".into(), Format::Native(NativeFormat::Jira));
     let config = Config::validate(raw).unwrap();
     let metrics = vigil::metrics::Metrics::new();
     let pipeline = Pipeline::new(config, &builtin_sources(), metrics.clone()).await.unwrap();

@@ -8,11 +8,19 @@ use super::{Cell, DecodeError};
 use crate::schema::{EventSchema, FieldKind};
 
 pub(super) fn row(schema: &EventSchema, bytes: &[u8]) -> Result<Vec<Cell>, DecodeError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    value_row(schema, &parse(bytes)?)
+}
+
+pub(super) fn parse(bytes: &[u8]) -> Result<Value, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))
+}
+
+/// The row of a parsed JSON value, which must be an object.
+pub(super) fn value_row(schema: &EventSchema, value: &Value) -> Result<Vec<Cell>, DecodeError> {
     let Value::Object(object) = value else {
-        return Err(DecodeError::NotAnObject(type_name(&value)));
+        return Err(DecodeError::NotAnObject(type_name(value)));
     };
-    object_row(schema, &object)
+    object_row(schema, object)
 }
 
 /// The row of an already parsed object (what the native mappers produce).

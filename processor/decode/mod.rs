@@ -20,29 +20,52 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 pub use avro::{confluent_frame, SchemaResolver};
 
+use crate::native::{NativeConfig, NativeFormat, Payload};
 use crate::schema::EventSchema;
 use builder::BatchBuilder;
 
 /// How a topic's payloads are encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// Confluent wire format: magic 0, schema id, Avro datum.
     Avro,
     /// A bare Avro datum written with the canonical schema.
     AvroPlain,
-    /// A JSON object.
+    /// A JSON object in the canonical form.
     Json,
-    /// JSON if the payload starts with `{`, Confluent Avro if it starts with 0.
+    /// Confluent Avro if the payload starts with 0; if it starts with `{`,
+    /// a tool's format when only that tool sends its shape
+    /// ([`crate::native::detect`]), else canonical JSON.
     Auto,
-    /// GitHub webhooks, mapped (see `native`).
-    Github,
-    /// CDEvents, mapped (see `native`).
-    Cdevents,
-    /// Jira issue webhooks, mapped (see `native`).
-    Jira,
-    /// ServiceNow change_request records, mapped (see `native`).
-    Servicenow,
+    /// A tool's own format, mapped (see `native`).
+    Native(NativeFormat),
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        use clap::ValueEnum;
+        Ok(match s {
+            "avro" => Format::Avro,
+            "avro-plain" => Format::AvroPlain,
+            "json" => Format::Json,
+            "auto" => Format::Auto,
+            _ => Format::Native(NativeFormat::from_str(s, false).map_err(|_| {
+                let tools: Vec<String> = NativeFormat::value_variants()
+                    .iter()
+                    .filter_map(|f| f.to_possible_value().map(|v| v.get_name().to_string()))
+                    .collect();
+                format!("unknown format `{s}`; use avro, avro-plain, json, auto or a tool's: {}", tools.join(", "))
+            })?),
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Format {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why a payload could not be read. Every variant is bad data.
@@ -109,12 +132,23 @@ pub(crate) enum Cell {
     Bool(bool),
 }
 
-/// A message as the decoder sees it: payload and Kafka coordinates.
+/// Kafka record headers, in order: name and value (None for a null value).
+pub type Headers = Vec<(String, Option<Vec<u8>>)>;
+
+/// A message as the decoder sees it: payload, headers and Kafka coordinates.
 #[derive(Clone, Copy, Debug)]
 pub struct RawMessage<'a> {
     pub payload: Option<&'a [u8]>,
+    pub headers: &'a [(String, Option<Vec<u8>>)],
     pub partition: i32,
     pub offset: i64,
+}
+
+impl<'a> RawMessage<'a> {
+    /// A message without headers.
+    pub fn new(payload: Option<&'a [u8]>, partition: i32, offset: i64) -> RawMessage<'a> {
+        RawMessage { payload, headers: &[], partition, offset }
+    }
 }
 
 /// A message that could not be decoded.
@@ -157,6 +191,7 @@ pub struct Decoder {
     format: Format,
     bounds: TimeBounds,
     max_bytes: usize,
+    native: Arc<NativeConfig>,
 }
 
 /// Default largest payload accepted: 1 MiB.
@@ -164,7 +199,14 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 impl Decoder {
     pub fn new(schema: Arc<EventSchema>, resolver: Arc<SchemaResolver>, format: Format, bounds: TimeBounds) -> Decoder {
-        Decoder { schema, resolver, format, bounds, max_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+        let native = Arc::new(NativeConfig::default());
+        Decoder { schema, resolver, format, bounds, max_bytes: DEFAULT_MAX_MESSAGE_BYTES, native }
+    }
+
+    /// What tools' events mean (`[native]` config), for the native formats.
+    pub fn with_native(mut self, native: Arc<NativeConfig>) -> Decoder {
+        self.native = native;
+        self
     }
 
     /// Index of the event_time column in the decoded batches.
@@ -185,7 +227,7 @@ impl Decoder {
         let mut max_time: Vec<(i32, i64)> = Vec::new();
         let mut ignored = 0;
         for m in messages {
-            match self.decode_one(m.payload, now_ms) {
+            match self.decode_one(m.payload, m.headers, now_ms) {
                 Ok(rows) if rows.is_empty() => ignored += 1,
                 Ok(rows) => {
                     for row in rows {
@@ -208,41 +250,49 @@ impl Decoder {
 
     /// The rows of one payload: one for the canonical formats, zero or more
     /// for a tool-native one.
-    fn decode_one(&self, payload: Option<&[u8]>, now_ms: i64) -> Result<Vec<Vec<Cell>>, DecodeError> {
+    fn decode_one(
+        &self,
+        payload: Option<&[u8]>,
+        headers: &[(String, Option<Vec<u8>>)],
+        now_ms: i64,
+    ) -> Result<Vec<Vec<Cell>>, DecodeError> {
         let bytes = payload.filter(|p| !p.is_empty()).ok_or(DecodeError::Empty)?;
         if bytes.len() > self.max_bytes {
             return Err(DecodeError::Oversize { size: bytes.len(), max: self.max_bytes });
         }
-        let format = match self.format {
-            Format::Auto => match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-                Some(b'{') => Format::Json,
-                Some(0) => Format::Avro,
-                _ => return Err(DecodeError::UnknownEncoding(bytes[0])),
-            },
-            f => f,
-        };
-        let row = match format {
+        let row = match self.format {
             Format::Json => json::row(&self.schema, bytes)?,
             Format::Avro => avro::confluent_row(&self.schema, &self.resolver, bytes)?,
             Format::AvroPlain => avro::plain_row(&self.schema, bytes)?,
-            Format::Github | Format::Cdevents | Format::Jira | Format::Servicenow => {
-                return self.native_rows(format, bytes, now_ms)
+            Format::Native(native) => {
+                let value = json::parse(bytes)?;
+                return self.native_rows(native, Payload { value: &value, headers }, now_ms);
             }
-            Format::Auto => unreachable!("resolved above"),
+            Format::Auto => match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'{') => {
+                    let value = json::parse(bytes)?;
+                    let payload = Payload { value: &value, headers };
+                    match crate::native::detect(payload) {
+                        Some(native) => return self.native_rows(native, payload, now_ms),
+                        None => json::value_row(&self.schema, &value)?,
+                    }
+                }
+                Some(0) => avro::confluent_row(&self.schema, &self.resolver, bytes)?,
+                _ => return Err(DecodeError::UnknownEncoding(bytes[0])),
+            },
         };
         self.check_times(&row, now_ms)?;
         Ok(vec![row])
     }
 
-    fn native_rows(&self, format: Format, bytes: &[u8], now_ms: i64) -> Result<Vec<Vec<Cell>>, DecodeError> {
-        use crate::native::{map, MapError, NativeFormat};
-        let native = match format {
-            Format::Github => NativeFormat::Github,
-            Format::Jira => NativeFormat::Jira,
-            Format::Servicenow => NativeFormat::Servicenow,
-            _ => NativeFormat::Cdevents,
-        };
-        let events = map(native, self.schema.topic, bytes).map_err(|e| match e {
+    fn native_rows(
+        &self,
+        native: NativeFormat,
+        payload: Payload<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<Vec<Cell>>, DecodeError> {
+        use crate::native::MapError;
+        let events = crate::native::map(native, self.schema.topic, payload, &self.native).map_err(|e| match e {
             MapError::Json(m) => DecodeError::Json(m),
             MapError::Unmappable(m) => DecodeError::Unmappable(m),
         })?;

@@ -1,92 +1,291 @@
-//! CDEvents (<https://cdevents.dev>): the bare event (`context` + `subject`)
-//! or a structured-mode CloudEvent whose `data` is one. `customData` carries
-//! what CDEvents lacks (commit, actor, reviewer, approver). Mapped:
-//! service.deployed/upgraded/rolledback onto deploy; change.merged/reviewed
-//! and testsuiterun.finished onto ci.
+//! CDEvents (<https://cdevents.dev>) over CloudEvents' Kafka binding: a
+//! structured-mode CloudEvent whose `data` is the CDEvent, a binary-mode one
+//! (the record is the CDEvent, the `ce_` headers carry the CloudEvent
+//! attributes), or the bare CDEvent. `customData` carries what CDEvents
+//! lacks (commit, actor, approver). Mapped:
+//! - onto deploy: service.deployed/upgraded/rolledback;
+//! - onto ci: change.merged/reviewed, testsuiterun.finished,
+//!   pipelinerun.finished and build.finished (builds), artifact.packaged/
+//!   published (a build of the artifact's digest);
+//! - onto change: ticket.created/updated/closed (the ticket is the change
+//!   request; an update is a decision when customData.action says which).
+//!
+//! Every other CDEvents type (incident.*, *.started, …) is valid and says
+//! nothing a control reads: ignored and counted, never dead-lettered.
 
 use serde_json::{json, Value};
 
-use super::{at, canonical, opt_text, text, Canonical, MapError};
+use super::{at, canonical, opt_text, text, Canonical, MapError, Payload};
 use crate::schema::Topic;
 
-pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
+/// The mapped `subject.predicate` pairs and the topic each maps onto.
+const MAPPED: [(&str, &str, Topic); 13] = [
+    ("service", "deployed", Topic::Deploy),
+    ("service", "upgraded", Topic::Deploy),
+    ("service", "rolledback", Topic::Deploy),
+    ("change", "merged", Topic::Ci),
+    ("change", "reviewed", Topic::Ci),
+    ("testsuiterun", "finished", Topic::Ci),
+    ("pipelinerun", "finished", Topic::Ci),
+    ("build", "finished", Topic::Ci),
+    ("artifact", "packaged", Topic::Ci),
+    ("artifact", "published", Topic::Ci),
+    ("ticket", "created", Topic::Change),
+    ("ticket", "updated", Topic::Change),
+    ("ticket", "closed", Topic::Change),
+];
+
+/// The CloudEvent context of a CDEvent: from the CDEvent's own `context`,
+/// else the structured CloudEvent's attributes, else the `ce_` headers.
+struct Context {
+    kind: String,
+    id: String,
+    source: String,
+    time: String,
+}
+
+impl Context {
+    fn of(p: Payload<'_>, event: &Value) -> Result<Context, MapError> {
+        let attr = |name: &str| {
+            opt_text(event, &format!("context.{name}"))
+                .or_else(|| opt_text(p.value, ce_name(name)))
+                .or_else(|| p.header(&format!("ce_{}", ce_name(name))).map(str::to_string))
+                .ok_or_else(|| {
+                    MapError::Unmappable(format!(
+                        "`context.{name}` is missing (and no CloudEvent `{}` attribute or `ce_{}` header)",
+                        ce_name(name),
+                        ce_name(name)
+                    ))
+                })
+        };
+        Ok(Context { kind: attr("type")?, id: attr("id")?, source: attr("source")?, time: attr("timestamp")? })
+    }
+}
+
+/// The CloudEvents attribute for a CDEvents context field.
+fn ce_name(name: &str) -> &str {
+    if name == "timestamp" {
+        "time"
+    } else {
+        name
+    }
+}
+
+pub(super) fn map(topic: Topic, p: Payload<'_>) -> Result<Vec<Canonical>, MapError> {
+    let v = p.value;
     // Structured mode: the CloudEvent's data is the CDEvent.
-    let event = if at(v, "context").is_some() { v } else { at(v, "data").unwrap_or(v) };
-    let kind = text(event, "context.type")?;
-    let Some(rest) = kind.strip_prefix("dev.cdevents.") else {
-        return Err(MapError::Unmappable(format!("context.type `{kind}` is not a CDEvents type")));
+    let event = if at(v, "context").is_some() || at(v, "subject").is_some() { v } else { at(v, "data").unwrap_or(v) };
+    let ctx = Context::of(p, event)?;
+    let Some(rest) = ctx.kind.strip_prefix("dev.cdevents.") else {
+        return Err(MapError::Unmappable(format!("context.type `{}` is not a CDEvents type", ctx.kind)));
     };
     let mut parts = rest.split('.');
     let (subject, predicate) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let id = format!("cdevents:{}:{}", text(event, "context.source")?, text(event, "context.id")?);
-    let time = text(event, "context.timestamp")?;
-    let custom = |key: &str| opt_text(event, &format!("customData.{key}"));
-    match (topic, subject, predicate) {
-        (Topic::Deploy, "service", "deployed" | "upgraded" | "rolledback") => {
-            let service = text(event, "subject.id")?;
-            let artifact = opt_text(event, "subject.content.artifactId");
-            let digest = artifact.as_deref().map(purl_digest).transpose()?;
-            let actor = custom("actor");
-            let status = if predicate == "rolledback" { "rolled_back" } else { "succeeded" };
-            Ok(vec![canonical(json!({
-                "event_id": id,
-                "event_time": time,
-                "deploy_id": custom("deploy_id").unwrap_or_else(|| text(event, "context.id").unwrap_or_default()),
-                "service": service,
-                "environment": text(event, "subject.content.environment.id")?,
-                // A deploy whose commit is unknown cannot be evidenced; the
-                // commit-based controls will say so.
-                "commit_sha": custom("commit_sha").unwrap_or_default(),
-                "artifact_digest": digest,
-                "automated": actor.is_none() || custom("automated").is_some_and(|a| a == "true"),
-                "actor": actor.unwrap_or_else(|| text(event, "context.source").unwrap_or_default()),
-                "change_id": custom("change_id"),
-                "status": status,
-            }))])
+    match MAPPED.iter().find(|(s, p, _)| *s == subject && *p == predicate) {
+        None => return Ok(Vec::new()),
+        Some((_, _, on)) if *on != topic => {
+            return Err(MapError::Unmappable(format!("CDEvent `{}` maps onto the {on} topic, not {topic}", ctx.kind)))
         }
-        (Topic::Ci, "change", "merged" | "reviewed") => {
-            let repo = text(event, "subject.content.repository.id")?;
-            let service = repo.rsplit('/').next().unwrap_or(&repo).to_string();
-            Ok(vec![canonical(json!({
-                "event_id": id,
-                "event_time": time,
-                "kind": if predicate == "merged" { "pr_merged" } else { "pr_review" },
-                "repo": repo,
-                "service": service,
-                "commit_sha": custom("commit_sha").unwrap_or_default(),
-                "pr_number": custom("pr_number").and_then(|n| n.parse::<i64>().ok()),
-                "actor": custom("actor"),
-                "author": custom("author"),
-                "review_state": (predicate == "reviewed").then(|| custom("review_state").unwrap_or_else(|| "approved".into())),
-            }))])
-        }
-        (Topic::Ci, "testsuiterun", "finished") => {
-            let commit = custom("commit_sha").ok_or_else(|| {
-                MapError::Unmappable(
-                    "customData.commit_sha is missing: a test run that names no commit cannot evidence a deploy".into(),
-                )
-            })?;
-            let outcome = match text(event, "subject.content.outcome")?.as_str() {
-                "pass" => "success",
-                "fail" => "failure",
-                "cancel" => "cancelled",
-                _ => "error",
-            };
-            let service =
-                custom("service").unwrap_or_else(|| text(event, "subject.content.testSuite.name").unwrap_or_default());
-            Ok(vec![canonical(json!({
-                "event_id": id,
-                "event_time": time,
-                "kind": "test",
-                "repo": custom("repo").unwrap_or_else(|| service.clone()),
-                "service": service,
-                "commit_sha": commit,
-                "actor": text(event, "context.source")?,
-                "outcome": outcome,
-                "pipeline_run_id": text(event, "subject.id")?,
-            }))])
-        }
-        _ => Err(MapError::Unmappable(format!("CDEvent `{kind}` does not map onto the {topic} topic"))),
+        Some(_) => {}
+    }
+    let e = Event { event, ctx: &ctx };
+    let mapped = match (subject, predicate) {
+        ("service", _) => e.deploy(predicate)?,
+        ("change", _) => e.change(predicate)?,
+        ("testsuiterun", _) => e.test_run()?,
+        ("pipelinerun" | "build", _) => e.build(predicate == "finished" && subject == "pipelinerun")?,
+        ("artifact", _) => e.artifact()?,
+        _ => e.ticket(predicate)?,
+    };
+    Ok(mapped.into_iter().map(canonical).collect())
+}
+
+/// A CDEvent and its context, for the mappers.
+struct Event<'a> {
+    event: &'a Value,
+    ctx: &'a Context,
+}
+
+impl Event<'_> {
+    fn custom(&self, key: &str) -> Option<String> {
+        opt_text(self.event, &format!("customData.{key}"))
+    }
+
+    fn id(&self) -> String {
+        format!("cdevents:{}:{}", self.ctx.source, self.ctx.id)
+    }
+
+    fn commit(&self, what: &str) -> Result<String, MapError> {
+        self.custom("commit_sha").ok_or_else(|| {
+            MapError::Unmappable(format!(
+                "customData.commit_sha is missing: {what} that names no commit cannot evidence a deploy"
+            ))
+        })
+    }
+
+    fn deploy(&self, predicate: &str) -> Result<Option<Value>, MapError> {
+        let event = self.event;
+        let artifact = opt_text(event, "subject.content.artifactId");
+        let digest = artifact.as_deref().map(purl_digest).transpose()?;
+        let actor = self.custom("actor");
+        let status = if predicate == "rolledback" { "rolled_back" } else { "succeeded" };
+        Ok(Some(json!({
+            "event_id": self.id(),
+            "event_time": self.ctx.time,
+            "deploy_id": self.custom("deploy_id").unwrap_or_else(|| self.ctx.id.clone()),
+            "service": text(event, "subject.id")?,
+            "environment": text(event, "subject.content.environment.id")?,
+            // A deploy whose commit is unknown cannot be evidenced; the
+            // commit-based controls will say so.
+            "commit_sha": self.custom("commit_sha").unwrap_or_default(),
+            "artifact_digest": digest,
+            "automated": actor.is_none() || self.custom("automated").is_some_and(|a| a == "true"),
+            "actor": actor.unwrap_or_else(|| self.ctx.source.clone()),
+            "change_id": self.custom("change_id"),
+            "status": status,
+        })))
+    }
+
+    fn change(&self, predicate: &str) -> Result<Option<Value>, MapError> {
+        let repo = text(self.event, "subject.content.repository.id")?;
+        let service = repo.rsplit('/').next().unwrap_or(&repo).to_string();
+        Ok(Some(json!({
+            "event_id": self.id(),
+            "event_time": self.ctx.time,
+            "kind": if predicate == "merged" { "pr_merged" } else { "pr_review" },
+            "repo": repo,
+            "service": service,
+            "commit_sha": self.custom("commit_sha").unwrap_or_default(),
+            "pr_number": self.custom("pr_number").and_then(|n| n.parse::<i64>().ok()),
+            "actor": self.custom("actor"),
+            "author": self.custom("author"),
+            "review_state": (predicate == "reviewed").then(|| self.custom("review_state").unwrap_or_else(|| "approved".into())),
+        })))
+    }
+
+    fn test_run(&self) -> Result<Option<Value>, MapError> {
+        let commit = self.commit("a test run")?;
+        let service = self
+            .custom("service")
+            .unwrap_or_else(|| text(self.event, "subject.content.testSuite.name").unwrap_or_default());
+        Ok(Some(json!({
+            "event_id": self.id(),
+            "event_time": self.ctx.time,
+            "kind": "test",
+            "repo": self.custom("repo").unwrap_or_else(|| service.clone()),
+            "service": service,
+            "commit_sha": commit,
+            "actor": self.ctx.source,
+            "outcome": outcome(&text(self.event, "subject.content.outcome")?),
+            "pipeline_run_id": text(self.event, "subject.id")?,
+        })))
+    }
+
+    /// pipelineRun.finished (its outcome) or build.finished (a build that
+    /// finished produced its artifact: success).
+    fn build(&self, pipeline: bool) -> Result<Option<Value>, MapError> {
+        let commit = self.commit(if pipeline { "a pipeline run" } else { "a build" })?;
+        let digest = opt_text(self.event, "subject.content.artifactId")
+            .or_else(|| self.custom("artifact_id"))
+            .as_deref()
+            .map(purl_digest)
+            .transpose()?
+            .or_else(|| self.custom("artifact_digest"));
+        let name = opt_text(self.event, "subject.content.pipelineName");
+        let service = self.custom("service").or(name).ok_or_else(|| {
+            MapError::Unmappable("customData.service is missing (and the event names no pipeline)".into())
+        })?;
+        let outcome = if pipeline { outcome(&text(self.event, "subject.content.outcome")?) } else { "success" };
+        Ok(Some(json!({
+            "event_id": self.id(),
+            "event_time": self.ctx.time,
+            "kind": "build",
+            "repo": self.custom("repo").unwrap_or_else(|| service.clone()),
+            "service": service,
+            "commit_sha": commit,
+            "actor": self.ctx.source,
+            "outcome": outcome,
+            "artifact_digest": digest,
+            "pipeline_run_id": text(self.event, "subject.id")?,
+        })))
+    }
+
+    /// artifact.packaged/published: CI made (or pushed) the artifact whose
+    /// purl is the subject — a successful build of that digest.
+    fn artifact(&self) -> Result<Option<Value>, MapError> {
+        let commit = self.commit("an artifact")?;
+        let digest = purl_digest(&text(self.event, "subject.id")?)?;
+        let service =
+            self.custom("service").ok_or_else(|| MapError::Unmappable("customData.service is missing".into()))?;
+        Ok(Some(json!({
+            "event_id": self.id(),
+            "event_time": self.ctx.time,
+            "kind": "build",
+            "repo": self.custom("repo").unwrap_or_else(|| service.clone()),
+            "service": service,
+            "commit_sha": commit,
+            "actor": self.ctx.source,
+            "outcome": "success",
+            "artifact_digest": digest,
+            "pipeline_run_id": self.custom("pipeline_run_id"),
+        })))
+    }
+}
+
+impl Event<'_> {
+    /// A ticket is a change request: created; updated with customData.action
+    /// (approved, rejected, implemented, cancelled) by customData.approver or
+    /// content.updatedBy; closed (cancelled when its resolution says so).
+    /// The service is customData.service, else the ticket's group; the change
+    /// type customData.change_type, else a label naming one.
+    fn ticket(&self, predicate: &str) -> Result<Option<Value>, MapError> {
+        let content = |key: &str| opt_text(self.event, &format!("subject.content.{key}"));
+        let (action, actor) = match predicate {
+            "created" => ("created".to_string(), content("creator")),
+            "updated" => match self.custom("action") {
+                Some(a) => (a, self.custom("approver").or_else(|| content("updatedBy"))),
+                None => return Ok(None), // an edit, not a decision
+            },
+            _ => {
+                let resolution = content("resolution").unwrap_or_default().to_lowercase();
+                let cancelled =
+                    ["cancel", "won't", "wont", "duplicate", "rejected"].iter().any(|r| resolution.contains(r));
+                (if cancelled { "cancelled" } else { "closed" }.to_string(), content("updatedBy"))
+            }
+        };
+        let labels = at(self.event, "subject.content.labels").and_then(Value::as_array);
+        let change_type = self.custom("change_type").or_else(|| {
+            labels?
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|l| matches!(*l, "standard" | "normal" | "emergency"))
+                .map(str::to_string)
+        });
+        let service = self.custom("service").or_else(|| content("group")).ok_or_else(|| {
+            MapError::Unmappable("customData.service is missing and the ticket names no group".into())
+        })?;
+        Ok(Some(json!({
+            "event_id": self.id(),
+            "event_time": self.ctx.time,
+            "change_id": text(self.event, "subject.id")?,
+            "service": service,
+            "action": action,
+            "actor": actor.or_else(|| content("creator")).unwrap_or_else(|| self.ctx.source.clone()),
+            "requester": content("creator"),
+            "change_type": change_type,
+            "window_start": self.custom("window_start"),
+            "window_end": self.custom("window_end"),
+        })))
+    }
+}
+
+/// A CDEvents outcome as a canonical one.
+fn outcome(o: &str) -> &'static str {
+    match o {
+        "pass" | "success" => "success",
+        "fail" | "failure" => "failure",
+        "cancel" | "cancelled" => "cancelled",
+        _ => "error",
     }
 }
 

@@ -1,26 +1,66 @@
-//! GitHub webhooks, exactly as GitHub sends them. Without the
-//! X-GitHub-Event header (a payload read from a file), the event is told by
-//! its shape: `review` → pull_request_review, `pull_request` → pull_request,
-//! `alert` → code_scanning_alert (onto ci), `deployment_status` →
-//! deployment_status (onto deploy).
+//! GitHub webhooks, exactly as GitHub sends them. The event is the record's
+//! X-GitHub-Event header when a bridge forwards it, else told by the
+//! payload's shape. Onto ci: pull_request (merged), pull_request_review
+//! (submitted), code_scanning_alert (raised), workflow_run / check_run /
+//! check_suite (completed). Onto deploy: deployment (created) and
+//! deployment_status.
 
 use serde_json::{json, Value};
 
-use super::{at, canonical, opt_text, text, Canonical, MapError};
+use super::config::GithubConfig;
+use super::{at, canonical, opt_text, text, Canonical, MapError, Payload};
 use crate::schema::Topic;
 
-pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
-    match topic {
-        Topic::Deploy if at(v, "deployment_status").is_some() => deployment_status(v),
-        Topic::Ci if at(v, "review").is_some() && at(v, "pull_request").is_some() => review(v),
-        Topic::Ci if at(v, "pull_request").is_some() => pull_request(v),
-        Topic::Ci if at(v, "alert").is_some() && at(v, "commit_oid").is_some() => code_scanning_alert(v),
-        Topic::Ci => {
-            Err(MapError::Unmappable("not a pull_request, pull_request_review or code_scanning_alert webhook".into()))
+/// The webhook events mapped, and the topic each maps onto.
+const EVENTS: [(&str, Topic); 8] = [
+    ("pull_request", Topic::Ci),
+    ("pull_request_review", Topic::Ci),
+    ("code_scanning_alert", Topic::Ci),
+    ("workflow_run", Topic::Ci),
+    ("check_run", Topic::Ci),
+    ("check_suite", Topic::Ci),
+    ("deployment", Topic::Deploy),
+    ("deployment_status", Topic::Deploy),
+];
+
+pub(super) fn map(topic: Topic, p: Payload<'_>, config: &GithubConfig) -> Result<Vec<Canonical>, MapError> {
+    let v = p.value;
+    let Some(event) = p.header("x-github-event").or_else(|| shape(v)) else {
+        let known = EVENTS.map(|(e, _)| e).join(", ");
+        return Err(MapError::Unmappable(format!("not a GitHub webhook Vigil maps ({known})")));
+    };
+    match EVENTS.iter().find(|(e, _)| *e == event) {
+        None => return Ok(Vec::new()), // push, ping, …: valid, nothing Vigil uses
+        Some((_, on)) if *on != topic => {
+            return Err(MapError::Unmappable(format!("GitHub {event} webhooks map onto the {on} topic, not {topic}")))
         }
-        Topic::Deploy => Err(MapError::Unmappable("not a deployment_status webhook".into())),
-        _ => Err(MapError::Unmappable(format!("GitHub webhooks map onto the ci and deploy topics, not {topic}"))),
+        Some(_) => {}
     }
+    match event {
+        "pull_request" => pull_request(v),
+        "pull_request_review" => review(v),
+        "code_scanning_alert" => code_scanning_alert(v),
+        "workflow_run" | "check_run" | "check_suite" => run(v, event, config),
+        "deployment" => deployment(v),
+        _ => deployment_status(v),
+    }
+}
+
+/// The event a payload is, told by its shape (a payload read from a file
+/// has no X-GitHub-Event header).
+fn shape(v: &Value) -> Option<&'static str> {
+    let has = |key: &str| v.get(key).is_some();
+    Some(match () {
+        _ if has("review") && has("pull_request") => "pull_request_review",
+        _ if has("pull_request") => "pull_request",
+        _ if has("alert") && has("commit_oid") => "code_scanning_alert",
+        _ if has("workflow_run") => "workflow_run",
+        _ if has("check_run") => "check_run",
+        _ if has("check_suite") => "check_suite",
+        _ if has("deployment_status") => "deployment_status",
+        _ if has("deployment") => "deployment",
+        _ => return None,
+    })
 }
 
 /// A deployment's status: success → succeeded, failure/error → failed,
@@ -35,13 +75,36 @@ fn deployment_status(v: &Value) -> Result<Vec<Canonical>, MapError> {
         _ => return Ok(Vec::new()), // inactive: superseded, nothing happened
     };
     let full_name = text(v, "repository.full_name")?;
-    let deployment = at(v, "deployment.id").map(Value::to_string).unwrap_or_default();
     let status_id = at(v, "deployment_status.id").map(Value::to_string).unwrap_or_default();
     let environment =
         opt_text(v, "deployment_status.environment").map_or_else(|| text(v, "deployment.environment"), Ok)?;
+    let id = format!("github:{full_name}:deployment_status/{status_id}");
+    deploy(v, id, text(v, "deployment_status.created_at")?, environment, status)
+}
+
+/// A deployment created: a deploy started (its statuses follow).
+fn deployment(v: &Value) -> Result<Vec<Canonical>, MapError> {
+    if text(v, "action")? != "created" {
+        return Ok(Vec::new());
+    }
+    let full_name = text(v, "repository.full_name")?;
+    let id = at(v, "deployment.id").map(Value::to_string).unwrap_or_default();
+    let id = format!("github:{full_name}:deployment/{id}");
+    deploy(v, id, text(v, "deployment.created_at")?, text(v, "deployment.environment")?, "started")
+}
+
+fn deploy(
+    v: &Value,
+    event_id: String,
+    time: String,
+    environment: String,
+    status: &str,
+) -> Result<Vec<Canonical>, MapError> {
+    let full_name = text(v, "repository.full_name")?;
+    let deployment = at(v, "deployment.id").map(Value::to_string).unwrap_or_default();
     let event = json!({
-        "event_id": format!("github:{full_name}:deployment_status/{status_id}"),
-        "event_time": text(v, "deployment_status.created_at")?,
+        "event_id": event_id,
+        "event_time": time,
         "deploy_id": format!("{full_name}/deployments/{deployment}"),
         "service": text(v, "repository.name")?,
         "environment": environment,
@@ -51,6 +114,59 @@ fn deployment_status(v: &Value) -> Result<Vec<Canonical>, MapError> {
         "automated": opt_text(v, "deployment.creator.type").as_deref() == Some("Bot"),
         "change_id": opt_text(v, "deployment.payload.change_id"),
         "status": status,
+    });
+    Ok(vec![canonical(event)])
+}
+
+/// A completed workflow run, check run or check suite: a test run when its
+/// name (the app's, for a suite) is one of `[native.github] test_names`,
+/// else a build. Skipped and neutral runs ran nothing and map to nothing.
+fn run(v: &Value, event: &str, config: &GithubConfig) -> Result<Vec<Canonical>, MapError> {
+    if text(v, "action")? != "completed" {
+        return Ok(Vec::new());
+    }
+    let outcome = match opt_text(v, &format!("{event}.conclusion")).as_deref() {
+        Some("success") => "success",
+        Some("failure" | "timed_out" | "startup_failure") => "failure",
+        Some("cancelled") => "cancelled",
+        Some("action_required") => "error",
+        _ => return Ok(Vec::new()), // skipped, neutral, stale
+    };
+    let full_name = text(v, "repository.full_name")?;
+    let id = at(v, &format!("{event}.id")).map(Value::to_string).unwrap_or_default();
+    let (name, time, actor, path) = match event {
+        "workflow_run" => (
+            text(v, "workflow_run.name")?,
+            text(v, "workflow_run.updated_at")?,
+            opt_text(v, "workflow_run.triggering_actor.login").or_else(|| opt_text(v, "workflow_run.actor.login")),
+            format!(
+                "actions/runs/{id}/attempts/{}",
+                at(v, "workflow_run.run_attempt").map_or(1, |a| a.as_i64().unwrap_or(1))
+            ),
+        ),
+        "check_run" => (
+            text(v, "check_run.name")?,
+            text(v, "check_run.completed_at")?,
+            opt_text(v, "check_run.app.slug"),
+            format!("check-runs/{id}"),
+        ),
+        _ => (
+            text(v, "check_suite.app.name")?,
+            text(v, "check_suite.updated_at")?,
+            opt_text(v, "check_suite.app.slug"),
+            format!("check-suites/{id}"),
+        ),
+    };
+    let event = json!({
+        "event_id": format!("github:{full_name}:{path}"),
+        "event_time": time,
+        "kind": if config.is_test(&name) { "test" } else { "build" },
+        "repo": full_name,
+        "service": text(v, "repository.name")?,
+        "commit_sha": text(v, &format!("{event}.head_sha"))?,
+        "actor": actor,
+        "outcome": outcome,
+        "pipeline_run_id": path,
     });
     Ok(vec![canonical(event)])
 }

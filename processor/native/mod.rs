@@ -6,34 +6,45 @@
 //! mapped event keeps the original payload's id and source in its event_id
 //! (`<tool>:<source>:<id>`) for the evidence trail.
 //!
-//! So far: GitHub webhooks (pull_request merged, pull_request_review
-//! submitted), CDEvents (service.deployed/upgraded/rolledback,
-//! change.merged/reviewed, testsuiterun.finished), Jira issue webhooks and
-//! ServiceNow change_request records (change requests). `vigil decode` prints what a payload maps to.
+//! Formats: GitHub webhooks, CDEvents (structured or binary CloudEvents, or
+//! bare), Jira issue webhooks, ServiceNow change_request records, Okta System
+//! Log events, Argo CD notifications (deploy/argocd/) and Kubernetes audit
+//! events. What a tool's events mean for compliance (which Okta groups are
+//! production access, which namespaces are production) is [`NativeConfig`].
+//! `vigil decode` prints what a payload maps to.
 
+mod argocd;
 mod cdevents;
+mod config;
 mod github;
 mod jira;
+mod kubernetes;
+mod okta;
 mod servicenow;
 
 use serde_json::{Map, Value};
 
 use crate::schema::Topic;
 
+pub use config::NativeConfig;
+
 /// The tool formats Vigil can map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum NativeFormat {
-    /// The canonical JSON form itself.
-    Json,
     /// GitHub webhook payloads, as GitHub sends them.
     Github,
-    /// CDEvents (structured CloudEvents JSON, or the bare CDEvent).
+    /// CDEvents: a CloudEvent in structured or binary mode (ce_ headers), or the bare CDEvent.
     Cdevents,
     /// Jira issue webhooks (change requests).
     Jira,
     /// ServiceNow change_request records.
     Servicenow,
+    /// Okta System Log events (production access).
+    Okta,
+    /// Argo CD notifications from the template in deploy/argocd/.
+    Argocd,
+    /// Kubernetes audit events (direct changes to production workloads).
+    KubernetesAudit,
 }
 
 /// Why a payload could not be mapped.
@@ -48,39 +59,110 @@ pub enum MapError {
 /// One canonical event.
 pub type Canonical = Map<String, Value>;
 
+/// A parsed payload and its Kafka record headers.
+#[derive(Clone, Copy)]
+pub struct Payload<'a> {
+    pub value: &'a Value,
+    pub headers: &'a [(String, Option<Vec<u8>>)],
+}
+
+impl<'a> Payload<'a> {
+    /// A header's value as text (names compare case-insensitively, as HTTP
+    /// bridges may change their case).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v.as_deref()?).ok())
+    }
+}
+
 /// Maps `payload` to the canonical events of `topic` it carries. An empty
 /// result means the payload is valid but says nothing Vigil uses (a pull
 /// request opened, say).
-pub fn map(format: NativeFormat, topic: Topic, payload: &[u8]) -> Result<Vec<Canonical>, MapError> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| MapError::Json(e.to_string()))?;
+pub fn map(
+    format: NativeFormat,
+    topic: Topic,
+    payload: Payload<'_>,
+    config: &NativeConfig,
+) -> Result<Vec<Canonical>, MapError> {
     match format {
-        NativeFormat::Json => match value {
-            Value::Object(o) => Ok(vec![o]),
-            _ => Err(MapError::Unmappable("expected a JSON object".into())),
-        },
-        NativeFormat::Github => github::map(topic, &value),
-        NativeFormat::Cdevents => cdevents::map(topic, &value),
-        NativeFormat::Jira => jira::map(topic, &value),
-        NativeFormat::Servicenow => servicenow::map(topic, &value),
+        NativeFormat::Github => github::map(topic, payload, &config.github),
+        NativeFormat::Cdevents => cdevents::map(topic, payload),
+        NativeFormat::Jira => jira::map(topic, payload.value),
+        NativeFormat::Servicenow => servicenow::map(topic, payload.value),
+        NativeFormat::Okta => okta::map(topic, payload.value, &config.okta),
+        NativeFormat::Argocd => argocd::map(topic, payload.value),
+        NativeFormat::KubernetesAudit => kubernetes::map(topic, payload.value, &config.kubernetes),
+    }
+}
+
+/// The tool format a JSON payload is in, told by what only that tool sends;
+/// `None` for anything else (read as the canonical form). This is what the
+/// `auto` format does with JSON.
+pub fn detect(payload: Payload<'_>) -> Option<NativeFormat> {
+    let v = payload.value;
+    let has = |path: &str| at(v, path).is_some();
+    let text_is = |path: &str, f: &dyn Fn(&str) -> bool| at(v, path).and_then(Value::as_str).is_some_and(f);
+    let cdevent = |t: &str| t.starts_with("dev.cdevents.");
+    if has("event_id") && has("event_time") {
+        None
+    } else if payload.header("ce_type").is_some_and(cdevent)
+        || text_is("type", &cdevent)
+        || text_is("context.type", &cdevent)
+    {
+        Some(NativeFormat::Cdevents)
+    } else if payload.header("x-github-event").is_some() || (has("repository") && has("sender")) {
+        Some(NativeFormat::Github)
+    } else if text_is("webhookEvent", &|e| e.starts_with("jira:")) {
+        Some(NativeFormat::Jira)
+    } else if has("sys_id") && has("number") {
+        Some(NativeFormat::Servicenow)
+    } else if has("uuid") && has("published") && has("eventType") {
+        Some(NativeFormat::Okta)
+    } else if text_is("source", &|s| s == argocd::SOURCE) {
+        Some(NativeFormat::Argocd)
+    } else if text_is("apiVersion", &|a| a.starts_with("audit.k8s.io/")) {
+        Some(NativeFormat::KubernetesAudit)
+    } else {
+        None
     }
 }
 
 /// What `vigil decode` reports for one payload: the canonical events as JSON
 /// lines, each checked by the canonical decoder, or why it cannot be read.
-pub fn decode_payload(format: NativeFormat, topic: Topic, payload: &[u8]) -> Result<Vec<String>, String> {
+pub fn decode_payload(
+    format: crate::decode::Format,
+    topic: Topic,
+    payload: &[u8],
+    headers: &[(String, Option<Vec<u8>>)],
+    config: &NativeConfig,
+) -> Result<Vec<String>, String> {
+    use crate::decode::Format;
     let catalog = crate::schema::Catalog::builtin()?;
     let resolver = std::sync::Arc::new(crate::decode::SchemaResolver::new(None, None)?);
     let decoder = crate::decode::Decoder::new(
         catalog.event(topic).clone(),
         resolver,
-        crate::decode::Format::Json,
+        Format::Json,
         crate::decode::TimeBounds::default(),
     );
-    let events = map(format, topic, payload).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_slice(payload).map_err(|e| MapError::Json(e.to_string()).to_string())?;
+    let parsed = Payload { value: &value, headers };
+    let native = match format {
+        Format::Native(n) => Some(n),
+        Format::Auto => detect(parsed),
+        Format::Json => None,
+        Format::Avro | Format::AvroPlain => return Err("vigil decode reads JSON payloads; Avro is canonical".into()),
+    };
+    let events = match native {
+        Some(n) => map(n, topic, parsed, config).map_err(|e| e.to_string())?,
+        None => vec![canonical(value.clone())],
+    };
     let mut lines = Vec::with_capacity(events.len());
     for event in events {
         let json = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-        let raw = crate::decode::RawMessage { payload: Some(&json), partition: 0, offset: 0 };
+        let raw = crate::decode::RawMessage::new(Some(&json), 0, 0);
         if let Some(reject) = decoder.decode([raw], crate::pipeline::wall_ms()).rejects.into_iter().next() {
             return Err(format!("maps to an invalid {topic} event: {}", reject.error));
         }
@@ -118,6 +200,13 @@ pub(crate) fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
+/// The sha256 digest in an image reference (`repo@sha256:…`), if it has one.
+pub(crate) fn image_digest(image: &str) -> Option<String> {
+    let (_, digest) = image.rsplit_once('@')?;
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{}", hex.to_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +218,13 @@ mod tests {
         assert!(text(&v, "a.x").unwrap_err().to_string().contains("a.x"));
         let v: Value = serde_json::from_str(r#"{"a": [{"b": "c"}]}"#).unwrap();
         assert_eq!(text(&v, "a.0.b").unwrap(), "c");
+    }
+
+    #[test]
+    fn image_digests() {
+        let hex = "ab".repeat(32);
+        assert_eq!(image_digest(&format!("ghcr.io/acme/pay@sha256:{hex}")), Some(format!("sha256:{hex}")));
+        assert_eq!(image_digest("ghcr.io/acme/pay:1.2"), None);
+        assert_eq!(image_digest("ghcr.io/acme/pay@sha256:abc"), None);
     }
 }

@@ -1,0 +1,130 @@
+//! What tools' events mean for compliance: the `[native.*]` config sections.
+//!
+//! ```toml
+//! [native.github]
+//! test_names = ["test"]          # check runs / workflows whose name contains one of these are test runs
+//!
+//! [native.okta]
+//! environment = "production"     # the environment Okta grants below give access to
+//! groups = ["prod-deployers"]    # group memberships that are production access
+//! elevated_groups = ["prod-break-glass"]  # ... that are break-glass (elevated) access
+//! apps = ["AWS Production"]      # app assignments that are production access
+//! admin_privileges = true        # Okta admin role grants count as production access
+//! request_field = "debugContext.debugData.accessRequestId"  # where a grant names its request
+//!
+//! [native.kubernetes]
+//! namespaces = { payments-prod = "production" }  # namespace → environment; others are ignored
+//! pipeline_users = ["system:serviceaccount:argocd:argocd-application-controller"]
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The `[native]` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeConfig {
+    #[serde(default)]
+    pub github: GithubConfig,
+    #[serde(default)]
+    pub okta: OktaConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// A check run, check suite or workflow run whose name contains one of
+    /// these (case-insensitively) is a test run; any other is a build.
+    #[serde(default = "default_test_names")]
+    pub test_names: Vec<String>,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig { test_names: default_test_names() }
+    }
+}
+
+fn default_test_names() -> Vec<String> {
+    vec!["test".into()]
+}
+
+impl GithubConfig {
+    pub fn is_test(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        self.test_names.iter().any(|t| name.contains(&t.to_lowercase()))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OktaConfig {
+    /// The environment the listed groups and apps give access to.
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// Groups whose membership is production access (granted / revoked).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Groups whose membership is break-glass access (elevated / revoked).
+    #[serde(default)]
+    pub elevated_groups: Vec<String>,
+    /// Applications whose assignment is production access.
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Whether Okta administrator role grants count as production access.
+    #[serde(default = "yes")]
+    pub admin_privileges: bool,
+    /// Dotted path in the event to the access request (change id) a grant
+    /// was made under; without one, grants name no request (AC-02 flags them).
+    #[serde(default)]
+    pub request_field: Option<String>,
+}
+
+impl Default for OktaConfig {
+    fn default() -> Self {
+        OktaConfig {
+            environment: default_environment(),
+            groups: Vec::new(),
+            elevated_groups: Vec::new(),
+            apps: Vec::new(),
+            admin_privileges: true,
+            request_field: None,
+        }
+    }
+}
+
+fn default_environment() -> String {
+    "production".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Namespace → environment. Changes in other namespaces are ignored.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, String>,
+    /// Users whose changes are the pipeline's own (a GitOps controller, a CD
+    /// service account): the pipeline reports those deploys itself.
+    #[serde(default)]
+    pub pipeline_users: Vec<String>,
+    /// Workload resources whose changes are deploys.
+    #[serde(default = "default_resources")]
+    pub resources: Vec<String>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig { namespaces: BTreeMap::new(), pipeline_users: Vec::new(), resources: default_resources() }
+    }
+}
+
+fn default_resources() -> Vec<String> {
+    ["deployments", "statefulsets", "daemonsets", "cronjobs"].map(String::from).to_vec()
+}
