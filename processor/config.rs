@@ -213,6 +213,7 @@ impl Config {
                 return Err(format!("formats.{key}: not an input topic; use change, ci, access or deploy"));
             }
         }
+        raw.native.validate()?;
         let formats = Topic::ALL.map(|topic| raw.formats.get(topic.name()).copied().unwrap_or(Format::Auto));
         let metrics_addr = raw
             .metrics

@@ -86,7 +86,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
         let at = (i + 1) * records.len() / (options.bad_records + 1);
         records.insert(
             at.min(records.len()),
-            Record { topic: config.input_topics[topic.index()].clone(), key: "bad".into(), payload },
+            Record {
+                topic: config.input_topics[topic.index()].clone(),
+                key: "bad".into(),
+                payload,
+                headers: Vec::new(),
+            },
         );
     }
     produce_all(&bootstrap, &records).await?;

@@ -15,7 +15,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -45,6 +45,8 @@ pub struct Record {
     pub topic: String,
     pub key: String,
     pub payload: Vec<u8>,
+    /// Record headers (e.g. a binary-mode CloudEvent's `ce_` attributes).
+    pub headers: crate::decode::Headers,
 }
 
 /// Produces every record, in order per key, and waits for every ack.
@@ -59,6 +61,11 @@ pub async fn produce_all(bootstrap: &str, records: &[Record]) -> anyhow::Result<
     let mut deliveries = Vec::with_capacity(records.len());
     for r in records {
         let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload);
+        if !r.headers.is_empty() {
+            let headers = r.headers.iter().map(|(key, value)| Header { key: key.as_str(), value: value.as_deref() });
+            record =
+                record.headers(headers.fold(OwnedHeaders::new_with_capacity(r.headers.len()), OwnedHeaders::insert));
+        }
         loop {
             match producer.send_result(record) {
                 Ok(d) => break deliveries.push(d),

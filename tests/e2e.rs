@@ -94,8 +94,12 @@ async fn a_late_approval_retracts_a_published_violation() {
     }
     broker.create_topic("vigil-dead-letter", 1).unwrap();
     let t = (wall_ms() / 1000) * 1000 - 2 * 86_400_000;
-    let record =
-        |topic: &str, json: String| Record { topic: topic.into(), key: "payments".into(), payload: json.into_bytes() };
+    let record = |topic: &str, json: String| Record {
+        topic: topic.into(),
+        key: "payments".into(),
+        payload: json.into_bytes(),
+        headers: Vec::new(),
+    };
     let deploy = format!(
         r#"{{"event_id":"dep-ev","event_time":{t},"deploy_id":"dep-1","service":"payments","environment":"production",
             "commit_sha":"c0ffee","actor":"svc-deploybot","automated":true,"change_id":"CHG-1","status":"succeeded"}}"#

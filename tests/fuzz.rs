@@ -158,3 +158,109 @@ fn every_decoder_survives_a_million_mangled_inputs() {
         assert!(rows > 0 && rejected > 0, "{format:?}: the inputs should mix good and bad");
     }
 }
+
+/// The tool-native mappers (through `auto`, which also picks the tool) on
+/// mangled copies of every test payload: each input is a row, an ignored
+/// payload or a reject with a known reason — never a panic.
+#[test]
+fn native_mappers_survive_mangled_payloads() {
+    let inputs_total: usize =
+        std::env::var("VIGIL_FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000) / 5;
+    let catalog = Catalog::builtin().unwrap();
+    let resolver = Arc::new(SchemaResolver::new(None, None).unwrap());
+    let config = vigil::config::Config::load(std::path::Path::new("tests/payloads/native.toml")).unwrap();
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir("tests/payloads")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    seeds.sort();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (mut rows, mut ignored, mut rejected) = (0usize, 0usize, 0usize);
+    for topic in Topic::ALL {
+        let decoder = Decoder::new(catalog.event(topic).clone(), resolver.clone(), Format::Auto, TimeBounds::default())
+            .with_native(config.native.clone());
+        let mut left = inputs_total / 4;
+        while left > 0 {
+            let n = left.min(1024);
+            left -= n;
+            let inputs: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let a = &seeds[rng.random_range(0..seeds.len())];
+                    let b = &seeds[rng.random_range(0..seeds.len())];
+                    if rng.random_bool(0.5) {
+                        mangle(&mut rng, a, b, true)
+                    } else {
+                        let mut v: Value = serde_json::from_slice(a).unwrap();
+                        for _ in 0..rng.random_range(1..4) {
+                            mutate(&mut rng, &mut v);
+                        }
+                        serde_json::to_vec(&v).unwrap()
+                    }
+                })
+                .collect();
+            let decoded = decoder.decode(
+                inputs.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p.as_slice()), 0, i as i64)),
+                1_796_000_000_000,
+            );
+            let got = decoded.batch.as_ref().map_or(0, |b| b.num_rows());
+            // One payload may map to several rows; every one has its offset.
+            let offsets: std::collections::BTreeSet<i64> = decoded
+                .batch
+                .as_ref()
+                .map(|b| {
+                    let o = b.column_by_name(vigil::schema::OFFSET_COLUMN).unwrap();
+                    let o = o.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap();
+                    o.iter().flatten().collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(offsets.len() + decoded.ignored + decoded.rejects.len(), n, "{topic}: an input went missing");
+            for r in &decoded.rejects {
+                assert!(REASONS.contains(&r.error.reason()), "unknown reason {}", r.error.reason());
+            }
+            rows += got;
+            ignored += decoded.ignored;
+            rejected += decoded.rejects.len();
+        }
+    }
+    eprintln!("fuzz native: {rows} rows, {ignored} ignored, {rejected} rejects");
+    assert!(rows > 0 && ignored > 0 && rejected > 0, "the inputs should mix mapped, ignored and bad");
+}
+
+/// Replaces or removes one random node of `v` (a structural mutation: the
+/// JSON stays valid, the shape does not).
+fn mutate(rng: &mut ChaCha8Rng, v: &mut Value) {
+    let depth = rng.random_range(0..6);
+    mutate_at(rng, v, depth);
+}
+
+fn mutate_at(rng: &mut ChaCha8Rng, node: &mut Value, depth: usize) {
+    if depth > 0 {
+        match node {
+            Value::Object(o) if !o.is_empty() => {
+                let key = o.keys().nth(rng.random_range(0..o.len())).unwrap().clone();
+                if rng.random_bool(0.15) {
+                    o.remove(&key);
+                } else {
+                    mutate_at(rng, o.get_mut(&key).unwrap(), depth - 1);
+                }
+                return;
+            }
+            Value::Array(a) if !a.is_empty() => {
+                let i = rng.random_range(0..a.len());
+                return mutate_at(rng, &mut a[i], depth - 1);
+            }
+            _ => {}
+        }
+    }
+    *node = match rng.random_range(0..7) {
+        0 => Value::Null,
+        1 => json!(rng.random::<i64>()),
+        2 => json!(-1.5e300),
+        3 => json!(""),
+        4 => json!("pkg:oci/x@sha256%3Azz"),
+        5 => json!([]),
+        _ => json!({}),
+    };
+}

@@ -8,7 +8,13 @@ use serde_json::Value;
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 fn decode(format: &str, topic: &str, file: &str) -> (Option<i32>, Vec<Value>, String) {
-    let out = Command::new(VIGIL).args(["decode", "--format", format, "--topic", topic, file]).output().unwrap();
+    decode_with(&["--format", format, "--topic", topic, file])
+}
+
+/// `vigil decode` with the test payloads' [native] config and `args`.
+fn decode_with(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let out =
+        Command::new(VIGIL).args(["decode", "--config", "tests/payloads/native.toml"]).args(args).output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     (out.status.code(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -136,6 +142,211 @@ fn a_truncated_or_misrouted_payload_exits_non_zero_with_a_reason() {
     assert!(stderr.contains("maps onto the deploy topic, not access"), "{stderr}");
 }
 
+/// The one event `vigil decode` makes of a payload (any format, auto-detected).
+fn one(topic: &str, file: &str) -> Value {
+    let (code, events, stderr) = decode("auto", topic, file);
+    assert_eq!(code, Some(0), "{file}: {stderr}");
+    assert_eq!(events.len(), 1, "{file}: {events:?}");
+    events.into_iter().next().unwrap()
+}
+
+#[test]
+fn github_runs_are_tests_builds_or_scans_by_their_names() {
+    let e = one("ci", "tests/payloads/github-workflow-run-completed.json");
+    assert_eq!((e["kind"].as_str(), e["outcome"].as_str()), (Some("test"), Some("success")), "{e}");
+    assert_eq!(e["commit_sha"], "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6");
+    assert_eq!(e["actor"], "bob-gh");
+    assert_eq!(e["event_id"], "github:acme/payments:actions/runs/30433642/attempts/1");
+    let e = one("ci", "tests/payloads/github-check-run-completed.json");
+    assert_eq!((e["kind"].as_str(), e["outcome"].as_str()), (Some("test"), Some("failure")), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let codeql = dir.path().join("codeql.json");
+    let text = std::fs::read_to_string("tests/payloads/github-check-run-completed.json").unwrap();
+    std::fs::write(&codeql, text.replace("\"unit-tests\"", "\"CodeQL\"").replace("\"failure\"", "\"success\""))
+        .unwrap();
+    let e = one("ci", codeql.to_str().unwrap());
+    assert_eq!((e["kind"].as_str(), e["scan_type"].as_str()), (Some("scan"), Some("sast")), "{e}");
+}
+
+#[test]
+fn a_github_deployment_created_is_a_deploy_started() {
+    let e = one("deploy", "tests/payloads/github-deployment-created.json");
+    assert_eq!(e["status"], "started");
+    assert_eq!(e["deploy_id"], "acme/payments/deployments/145988746");
+    assert_eq!(e["change_id"], "CHG-9");
+}
+
+#[test]
+fn cdevents_builds_artifacts_and_tickets_map_onto_ci_and_change() {
+    let digest = "sha256:0b31b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db93427";
+    let e = one("ci", "tests/payloads/cdevents-pipelinerun-finished.json");
+    assert_eq!((e["kind"].as_str(), e["outcome"].as_str()), (Some("build"), Some("success")), "{e}");
+    assert_eq!(e["artifact_digest"], digest);
+    let e = one("ci", "tests/payloads/cdevents-artifact-packaged.json");
+    assert_eq!((e["kind"].as_str(), e["artifact_digest"].as_str()), (Some("build"), Some(digest)), "{e}");
+    let e = one("change", "tests/payloads/cdevents-ticket-created.json");
+    assert_eq!(e["action"], "created");
+    assert_eq!(e["change_id"], "CHG-77");
+    assert_eq!(e["requester"], "alice@acme.example");
+    assert_eq!(e["change_type"], "normal");
+    assert_eq!(e["service"], "payments");
+    assert_eq!(e["window_start"], "2026-11-20T11:00:00Z");
+    let e = one("change", "tests/payloads/cdevents-ticket-updated-approved.json");
+    assert_eq!((e["action"].as_str(), e["actor"].as_str()), (Some("approved"), Some("maria@acme.example")), "{e}");
+    let e = one("change", "tests/payloads/cdevents-ticket-closed.json");
+    assert_eq!(e["action"], "closed");
+    // An incident is a valid CDEvent no control reads: nothing, exit 0.
+    let (code, events, stderr) = decode("cdevents", "change", "tests/payloads/cdevents-incident-reported.json");
+    assert_eq!((code, events.len()), (Some(0), 0), "{stderr}");
+}
+
+#[test]
+fn a_binary_mode_cloudevent_takes_its_context_from_the_ce_headers() {
+    let file = "tests/payloads/cdevents-binary-service-deployed.json";
+    let (code, _, stderr) = decode("cdevents", "deploy", file);
+    assert_eq!(code, Some(1), "without headers there is no context");
+    assert!(stderr.contains("ce_type"), "{stderr}");
+    let (code, events, stderr) = decode_with(&[
+        "--topic",
+        "deploy",
+        "--header",
+        "ce_specversion=1.0",
+        "--header",
+        "ce_type=dev.cdevents.service.deployed.0.2.0",
+        "--header",
+        "ce_source=/deploy/spinnaker",
+        "--header",
+        "ce_id=5a1c",
+        "--header",
+        "ce_time=2026-11-20T12:30:00Z",
+        file,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let e = &events[0];
+    assert_eq!(e["event_id"], "cdevents:/deploy/spinnaker:5a1c");
+    assert_eq!(e["event_time"], "2026-11-20T12:30:00Z");
+    assert_eq!((e["service"].as_str(), e["environment"].as_str()), (Some("payments"), Some("production")));
+    assert_eq!((e["deploy_id"].as_str(), e["automated"].as_bool()), (Some("spin-4411"), Some(true)));
+}
+
+#[test]
+fn okta_grants_are_production_access_only_for_the_configured_groups() {
+    let e = one("access", "tests/payloads/okta-group-membership-add.json");
+    assert_eq!(e["action"], "granted");
+    assert_eq!(e["principal"], "carol@acme.example");
+    assert_eq!(e["granted_by"], "maria@acme.example");
+    assert_eq!(e["role"], "prod-deployers");
+    assert_eq!(e["environment"], "production");
+    assert_eq!(e["change_id"], "AR-5521", "the configured request_field");
+    assert_eq!(e["event_id"], "okta:f9a5f4f2-c1f5-11ec-8e2b-5b6b5e3f9c0a");
+    let e = one("access", "tests/payloads/okta-privilege-grant.json");
+    assert_eq!((e["action"].as_str(), e["role"].as_str()), (Some("granted"), Some("okta-admin: Super administrator")));
+    let (code, events, _) = decode("okta", "access", "tests/payloads/okta-group-membership-add-unlisted.json");
+    assert_eq!((code, events.len()), (Some(0), 0), "a group that is not production access");
+    // Without the config no group is production access.
+    let out = Command::new(VIGIL)
+        .args(["decode", "--format", "okta", "--topic", "access", "tests/payloads/okta-group-membership-add.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stdout.is_empty());
+}
+
+#[test]
+fn a_kubernetes_audit_patch_by_a_person_is_a_shadow_deploy() {
+    let e = one("deploy", "tests/payloads/k8s-audit-deployment-patch.json");
+    assert_eq!((e["service"].as_str(), e["environment"].as_str()), (Some("payments"), Some("production")));
+    assert_eq!((e["actor"].as_str(), e["automated"].as_bool()), (Some("carol@acme.example"), Some(false)));
+    assert_eq!(e["commit_sha"], "", "no pipeline, no commit");
+    assert_eq!(e["artifact_digest"], "sha256:5d0a5f2b9c8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a4938271605f4e");
+    let (code, events, _) =
+        decode("kubernetes-audit", "deploy", "tests/payloads/k8s-audit-deployment-patch-by-argocd.json");
+    assert_eq!((code, events.len()), (Some(0), 0), "the pipeline's own change");
+}
+
+#[test]
+fn an_unknown_format_is_named_with_the_choices() {
+    let (code, _, stderr) = decode("gitlab", "ci", "tests/payloads/github-pull-request-merged.json");
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown format `gitlab`") && stderr.contains("kubernetes-audit"), "{stderr}");
+}
+
+/// The Argo CD notification template (deploy/argocd/) rendered for an
+/// Application the way Argo CD's Go templates would (the subset it uses:
+/// fields, `index`, `default`, `toJson`), then mapped: the template and the
+/// mapper agree on every field.
+#[test]
+fn the_argocd_template_renders_what_the_mapper_reads() {
+    let app: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/payloads/argocd-application.json").unwrap()).unwrap();
+    let yaml = std::fs::read_to_string("deploy/argocd/vigil-notifications.yaml").unwrap();
+    let body: String = yaml
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("body: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("          "))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(body.contains("\"records\""), "the template's body was not found");
+    let rendered = render(&body, &serde_json::json!({ "app": app }));
+    let posted: Value = serde_json::from_str(&rendered).unwrap_or_else(|e| panic!("{e}:\n{rendered}"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("argocd.json");
+    std::fs::write(&file, posted["records"][0]["value"].to_string()).unwrap();
+    let e = one("deploy", file.to_str().unwrap());
+    assert_eq!(e["service"], "payments");
+    assert_eq!(e["environment"], "production");
+    assert_eq!(e["commit_sha"], "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6");
+    assert_eq!(e["artifact_digest"], "sha256:0b31b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db93427");
+    assert_eq!((e["actor"].as_str(), e["automated"].as_bool()), (Some("carol@acme.example"), Some(false)));
+    assert_eq!((e["status"].as_str(), e["change_id"].as_str()), (Some("succeeded"), Some("CHG-77")));
+    assert_eq!(e["deploy_id"], "argocd:payments-prod:2026-11-20T12:00:00Z");
+    assert_eq!(e["event_time"], "2026-11-20T12:03:10Z");
+}
+
+/// Renders `{{ … }}` actions of a Go text/template over `data`.
+fn render(template: &str, data: &Value) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").unwrap() + start;
+        out.push_str(&eval(rest[start + 2..end].trim(), data));
+        rest = &rest[end + 2..];
+    }
+    out + rest
+}
+
+fn eval(action: &str, data: &Value) -> String {
+    let field = |path: &str| -> Option<Value> {
+        path.trim_start_matches('.').split('.').try_fold(data.clone(), |v, k| v.get(k).cloned())
+    };
+    let mut value: Option<Value> = None;
+    for stage in action.split('|').map(str::trim) {
+        let words: Vec<&str> = stage.split_whitespace().collect();
+        value = match words.as_slice() {
+            ["index", path, key] => field(path).and_then(|m| m.get(key.trim_matches('"')).cloned()),
+            ["toJson", path] => Some(Value::String(field(path).unwrap_or(Value::Null).to_string())),
+            ["default", fallback] => {
+                let empty = value.as_ref().is_none_or(|v| v.is_null() || v == "" || v == &Value::Bool(false));
+                if !empty {
+                    value
+                } else if fallback.starts_with('.') {
+                    field(fallback)
+                } else {
+                    Some(serde_json::from_str(fallback).unwrap())
+                }
+            }
+            [path] => field(path),
+            _ => panic!("unsupported template action `{action}`"),
+        };
+    }
+    match value {
+        Some(Value::String(s)) => s,
+        Some(v) => v.to_string(),
+        None => "<no value>".into(),
+    }
+}
+
 /// The stream: ci carries GitHub webhooks and deploy carries CDEvents, as
 /// configured per topic; the processor maps them and decides on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,8 +383,12 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
         .replace("1795000000000", &(t - 7_200_000).to_string())
         .replace("maria@acme.example", "alice@acme.example")
         .replace("CHG-9", "CHG-10");
-    let record =
-        |topic: &str, payload: &str| Record { topic: topic.into(), key: "payments".into(), payload: payload.into() };
+    let record = |topic: &str, payload: &str| Record {
+        topic: topic.into(),
+        key: "payments".into(),
+        payload: payload.into(),
+        headers: Vec::new(),
+    };
     produce_all(
         &bootstrap,
         &[

@@ -44,7 +44,7 @@ pub fn records(
                 Encoding::Json => to_json(schema, &e.fields),
                 Encoding::Avro => to_avro(schema, &e.fields)?,
             };
-            Ok(Record { topic: topics[e.topic.index()].clone(), key: e.key.clone(), payload })
+            Ok(Record { topic: topics[e.topic.index()].clone(), key: e.key.clone(), payload, headers: Vec::new() })
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 //! ```toml
 //! [native.github]
 //! test_names = ["test"]          # check runs / workflows whose name contains one of these are test runs
+//! scans = { CodeQL = "sast", dependency-review = "sca" }  # … are security scans of that type
 //!
 //! [native.okta]
 //! environment = "production"     # the environment Okta grants below give access to
@@ -33,6 +34,22 @@ pub struct NativeConfig {
     pub kubernetes: KubernetesConfig,
 }
 
+impl NativeConfig {
+    /// Checks what serde cannot: values that must be canonical symbols.
+    pub fn validate(&self) -> Result<(), String> {
+        const SCAN_TYPES: [&str; 4] = ["sast", "dast", "sca", "secrets"];
+        for (name, kind) in &self.github.scans {
+            if !SCAN_TYPES.contains(&kind.as_str()) {
+                return Err(format!(
+                    "native.github.scans.{name}: `{kind}` is not a scan type; use {}",
+                    SCAN_TYPES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubConfig {
@@ -40,12 +57,21 @@ pub struct GithubConfig {
     /// these (case-insensitively) is a test run; any other is a build.
     #[serde(default = "default_test_names")]
     pub test_names: Vec<String>,
+    /// Check runs whose name contains a key (case-insensitively) are
+    /// security scans of that type (sast, dast, sca, secrets), e.g.
+    /// `{ CodeQL = "sast", dependency-review = "sca" }`.
+    #[serde(default = "default_scans")]
+    pub scans: BTreeMap<String, String>,
 }
 
 impl Default for GithubConfig {
     fn default() -> Self {
-        GithubConfig { test_names: default_test_names() }
+        GithubConfig { test_names: default_test_names(), scans: default_scans() }
     }
+}
+
+fn default_scans() -> BTreeMap<String, String> {
+    [("codeql", "sast"), ("dependency-review", "sca")].map(|(k, v)| (k.to_string(), v.to_string())).into()
 }
 
 fn default_test_names() -> Vec<String> {
@@ -53,6 +79,12 @@ fn default_test_names() -> Vec<String> {
 }
 
 impl GithubConfig {
+    /// The scan type of a check named `name`, if it is a scan.
+    pub fn scan_type(&self, name: &str) -> Option<&str> {
+        let name = name.to_lowercase();
+        self.scans.iter().find(|(k, _)| name.contains(&k.to_lowercase())).map(|(_, v)| v.as_str())
+    }
+
     pub fn is_test(&self, name: &str) -> bool {
         let name = name.to_lowercase();
         self.test_names.iter().any(|t| name.contains(&t.to_lowercase()))

@@ -118,9 +118,9 @@ fn deploy(
     Ok(vec![canonical(event)])
 }
 
-/// A completed workflow run, check run or check suite: a test run when its
-/// name (the app's, for a suite) is one of `[native.github] test_names`,
-/// else a build. Skipped and neutral runs ran nothing and map to nothing.
+/// A completed workflow run, check run or check suite: a security scan when
+/// its name (the app's, for a suite) matches `[native.github] scans`, a
+/// test run when it matches `test_names`, else a build. Skipped and neutral runs ran nothing and map to nothing.
 fn run(v: &Value, event: &str, config: &GithubConfig) -> Result<Vec<Canonical>, MapError> {
     if text(v, "action")? != "completed" {
         return Ok(Vec::new());
@@ -157,10 +157,17 @@ fn run(v: &Value, event: &str, config: &GithubConfig) -> Result<Vec<Canonical>, 
             format!("check-suites/{id}"),
         ),
     };
+    let scan_type = config.scan_type(&name);
+    let kind = match scan_type {
+        Some(_) => "scan",
+        None if config.is_test(&name) => "test",
+        None => "build",
+    };
     let event = json!({
         "event_id": format!("github:{full_name}:{path}"),
         "event_time": time,
-        "kind": if config.is_test(&name) { "test" } else { "build" },
+        "kind": kind,
+        "scan_type": scan_type,
         "repo": full_name,
         "service": text(v, "repository.name")?,
         "commit_sha": text(v, &format!("{event}.head_sha"))?,
