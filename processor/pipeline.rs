@@ -141,12 +141,15 @@ impl Pipeline {
                 break;
             }
             let mut messages = self.source.recv_batch(MAX_BATCH, next_tick).await;
+            // recv_batch already dropped what it read from revoked partitions
+            // before their revocation.
             let revoked = self.source.take_revoked();
             if !revoked.is_empty() {
-                messages.retain(|m| !revoked.contains(&(m.topic, m.partition)));
                 self.revoke(&revoked);
             }
             if self.source.take_assigned() {
+                // The access topic is read again from the beginning.
+                messages.retain(|m| m.topic != Topic::Access);
                 self.reassigned();
             }
             self.ingest(messages).await?;

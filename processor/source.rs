@@ -12,7 +12,7 @@
 //! beginning whenever the group's assignment changes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,11 +89,16 @@ impl BrokerHealth {
     }
 }
 
+/// How long a committed offset read for catch-up detection is trusted.
+const START_OFFSET_REFRESH: Duration = Duration::from_secs(3);
+
 /// Hears about rebalances and errors. Rebalance callbacks run inside the
 /// consumer's poll, that is inside [`Source::recv_batch`], never while the
 /// pipeline is in a tick.
 pub struct SourceContext {
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Counts revocations, so a batch can tell it spans one.
+    revocations: AtomicU64,
     assigned: AtomicBool,
     health: Arc<BrokerHealth>,
 }
@@ -109,6 +114,7 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Revoke(list) = rebalance {
             let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
             revoked.extend(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+            self.revocations.fetch_add(1, Ordering::SeqCst);
             tracing::info!(partitions = list.count(), "partitions revoked");
         }
     }
@@ -131,7 +137,7 @@ pub struct Source {
     broadcast_partitions: Vec<i32>,
     topics: [String; 4],
     /// Start offsets of partitions nothing has been read from yet.
-    start_offsets: HashMap<TopicPartition, i64>,
+    start_offsets: HashMap<TopicPartition, (i64, Instant)>,
     last_commit: BTreeMap<TopicPartition, i64>,
 }
 
@@ -150,7 +156,12 @@ impl Source {
         }
         let create_err = |source| SourceError::Create { servers: config.bootstrap_servers.clone(), source };
         let consumer: StreamConsumer<SourceContext> = client
-            .create_with_context(SourceContext { revoked: Mutex::default(), assigned: AtomicBool::default(), health })
+            .create_with_context(SourceContext {
+                revoked: Mutex::default(),
+                revocations: AtomicU64::default(),
+                assigned: AtomicBool::default(),
+                health,
+            })
             .map_err(create_err)?;
         let names: Vec<&str> = Topic::ALL
             .into_iter()
@@ -175,9 +186,15 @@ impl Source {
     }
 
     /// Receives up to `max` messages from both consumers, waiting no later
-    /// than `deadline`.
+    /// than `deadline`. A revocation during the batch drops what was read
+    /// from the revoked partitions before it (their state is dropped too),
+    /// but keeps what was read after it: a partition revoked and assigned
+    /// again within one batch resumes from the committed offset, and those
+    /// messages are not delivered twice.
     pub async fn recv_batch(&self, max: usize, deadline: Instant) -> Vec<InMessage> {
-        let mut out = Vec::new();
+        let mut out: Vec<InMessage> = Vec::new();
+        let context = self.consumer.context();
+        let mut revocations = context.revocations.load(Ordering::SeqCst);
         let deadline = tokio::time::Instant::from_std(deadline);
         let reading_access = !self.broadcast_partitions.is_empty();
         while out.len() < max {
@@ -187,7 +204,16 @@ impl Source {
                     m = self.broadcast.recv(), if reading_access => m.map(|m| self.detach(&m)),
                 }
             };
-            match tokio::time::timeout_at(deadline, next).await {
+            let received = tokio::time::timeout_at(deadline, next).await;
+            let now = context.revocations.load(Ordering::SeqCst);
+            if now != revocations {
+                revocations = now;
+                let revoked = context.revoked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                out.retain(|m| {
+                    !revoked.iter().any(|(name, p)| *p == m.partition && self.topic_of(name) == Some(m.topic))
+                });
+            }
+            match received {
                 Ok(Ok(Some(m))) => out.push(m),
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
@@ -252,7 +278,7 @@ impl Source {
             return false;
         }
         for p in &partitions {
-            self.start_offsets.insert((Topic::Access, *p), 0);
+            self.start_offsets.insert((Topic::Access, *p), (0, Instant::now()));
         }
         self.broadcast_partitions = partitions;
         !self.broadcast_partitions.is_empty()
@@ -323,9 +349,15 @@ impl Source {
         next >= high
     }
 
+    /// Where reading `tp` started: 0 for the access reader, else the group's
+    /// committed offset — asked again every few seconds while nothing has
+    /// been read, as the previous owner's last commit may land after the
+    /// first answer (the fetch then starts later than that answer says).
     fn start_offset(&mut self, tp: TopicPartition) -> Option<i64> {
-        if let Some(s) = self.start_offsets.get(&tp) {
-            return Some(*s);
+        if let Some((s, asked)) = self.start_offsets.get(&tp) {
+            if tp.0 == Topic::Access || asked.elapsed() < START_OFFSET_REFRESH {
+                return Some(*s);
+            }
         }
         let mut list = TopicPartitionList::new();
         list.add_partition(&self.topics[tp.0.index()], tp.1);
@@ -335,7 +367,7 @@ impl Source {
             // Nothing committed: auto.offset.reset=earliest starts at the low mark.
             _ => 0,
         };
-        self.start_offsets.insert(tp, offset);
+        self.start_offsets.insert(tp, (offset, Instant::now()));
         Some(offset)
     }
 
