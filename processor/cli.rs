@@ -129,9 +129,16 @@ pub enum Command {
         format: Encoding,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
-        /// Serve /metrics here while the demo runs.
+        /// Serve /metrics (and /healthz, /readyz) here while the demo runs.
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Keep serving --metrics-addr after the run until interrupted, so a
+        /// person or Prometheus can look at the finished demo.
+        #[arg(long, requires = "metrics_addr")]
+        serve: bool,
+        /// Push the violations to this Alertmanager (e.g. http://127.0.0.1:9093).
+        #[arg(long)]
+        alertmanager_url: Option<String>,
         /// Do not print violations as they are found.
         #[arg(long)]
         quiet: bool,
@@ -164,7 +171,18 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Demo { events, seed, summary_json, bad_records, format, partitions, metrics_addr, quiet } => {
+        Command::Demo {
+            events,
+            seed,
+            summary_json,
+            bad_records,
+            format,
+            partitions,
+            metrics_addr,
+            serve,
+            alertmanager_url,
+            quiet,
+        } => {
             let options = DemoOptions {
                 events,
                 seed,
@@ -173,6 +191,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
                 partitions,
                 print: !quiet,
                 metrics_addr,
+                alertmanager_url,
                 timeout: Duration::from_secs(600),
             };
             let summary = demo::run(options).await?;
@@ -180,6 +199,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             if let Some(path) = summary_json {
                 let text = serde_json::to_string_pretty(&summary)?;
                 std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let (true, Some(addr)) = (serve, metrics_addr) {
+                eprintln!("demo: serving http://{addr}/metrics until interrupted (Ctrl-C)");
+                stop_signal().await;
             }
             Ok(if summary.exact() { 0 } else { 1 })
         }

@@ -22,6 +22,9 @@
 //! [identities]                # principal = [the names it has in each tool]
 //! alice = ["alice-gh", "alice@acme.example"]
 //!
+//! [alerts]                    # push violations to Alertmanager's v2 API
+//! alertmanager_url = "http://alertmanager:9093"
+//!
 //! [native.okta]               # what tools' events mean: see `native::NativeConfig`
 //! groups = ["prod-deployers"]
 //! ```
@@ -34,6 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::alerts::AlertConfig;
 use crate::decode::{Format, TimeBounds};
 use crate::duration;
 use crate::identity::Identities;
@@ -60,6 +64,8 @@ pub struct RawConfig {
     pub controls: RawControls,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub alerts: RawAlerts,
     /// Principal → the names it goes by in each tool.
     #[serde(default)]
     pub identities: BTreeMap<String, Vec<String>>,
@@ -155,6 +161,17 @@ pub struct RawControls {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// Alertmanager's base URL; none sends no alerts.
+    pub alertmanager_url: Option<String>,
+    /// How long after detection an alert stays firing (default 24h).
+    pub resolve_after: Option<String>,
+    /// Alerts held while Alertmanager is unreachable (default 100000).
+    pub queue: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     /// Address for /metrics; none serves nothing.
     pub addr: Option<String>,
@@ -181,6 +198,7 @@ pub struct Config {
     pub schema_registry_url: Option<String>,
     pub controls_dir: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
+    pub alerts: Option<AlertConfig>,
     pub identities: Arc<Identities>,
     pub native: Arc<NativeConfig>,
 }
@@ -251,6 +269,19 @@ impl Config {
             schema_registry_url: raw.decode.schema_registry_url,
             controls_dir: raw.controls.dir,
             metrics_addr,
+            alerts: match &raw.alerts.alertmanager_url {
+                None => None,
+                Some(url) if !url.starts_with("http://") && !url.starts_with("https://") => {
+                    return Err(format!(
+                        "alerts.alertmanager_url `{url}`: write the base URL, e.g. http://alertmanager:9093"
+                    ))
+                }
+                Some(url) => Some(AlertConfig {
+                    url: url.clone(),
+                    resolve_after: dur("alerts.resolve_after", &raw.alerts.resolve_after, "24h")?,
+                    queue: raw.alerts.queue.unwrap_or(100_000),
+                }),
+            },
             identities: Arc::new(Identities::new(&raw.identities)?),
             native: Arc::new(raw.native),
         })

@@ -29,6 +29,8 @@ pub struct DemoOptions {
     /// Print each violation as it is found.
     pub print: bool,
     pub metrics_addr: Option<SocketAddr>,
+    /// Push the violations to this Alertmanager as well.
+    pub alertmanager_url: Option<String>,
     /// Give up if the stream is not fully decided within this.
     pub timeout: Duration,
 }
@@ -71,7 +73,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
     let broker = EmbeddedBroker::start()?;
     let bootstrap = broker.bootstrap_servers();
-    let config = demo_config(&bootstrap)?;
+    let config = demo_config(&bootstrap, options.alertmanager_url.clone())?;
     for name in &config.input_topics {
         broker.create_topic(name, options.partitions)?;
     }
@@ -158,8 +160,9 @@ fn truth_end(events: &[crate::generate::Event]) -> i64 {
 }
 
 /// The configuration the demo runs the processor with.
-fn demo_config(bootstrap: &str) -> anyhow::Result<Config> {
+fn demo_config(bootstrap: &str, alertmanager_url: Option<String>) -> anyhow::Result<Config> {
     let mut raw = RawConfig::default();
+    raw.alerts.alertmanager_url = alertmanager_url;
     raw.kafka.bootstrap_servers = bootstrap.to_string();
     raw.kafka.group_id = "vigil-demo".into();
     raw.time.tick = Some("200ms".into());

@@ -31,6 +31,7 @@
 //!   process.
 //! - [`cli`]: the command-line interface.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod controls;
@@ -40,6 +41,7 @@ pub mod duration;
 pub mod embedded;
 pub mod generate;
 pub mod identity;
+pub mod lag;
 pub mod metrics;
 pub mod native;
 pub mod pipeline;

@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric Vigil exports.
@@ -26,6 +27,15 @@ pub struct Metrics {
     pub amendments: IntCounterVec,
     pub events_ignored: IntCounterVec,
     pub watermark: GaugeVec,
+    pub watermark_delay: GaugeVec,
+    pub late_events: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub decisions: IntCounterVec,
+    pub service_violations: IntCounterVec,
+    pub alerts_sent: IntCounter,
+    pub alerts_dropped: IntCounter,
+    pub alert_send_failures: IntCounter,
+    pub alerts_queued: IntGauge,
     pub evaluation_seconds: HistogramVec,
     pub state_rows: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
@@ -47,6 +57,25 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
+        let plain_counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let plain_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        // process_cpu_seconds_total, process_resident_memory_bytes, open fds, …
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric");
         let build = IntGaugeVec::new(Opts::new("vigil_build_info", "Vigil's version; always 1."), &["version"])
             .expect("valid metric");
         registry.register(Box::new(build.clone())).expect("unique metric");
@@ -116,6 +145,41 @@ impl Metrics {
                 "Violations decided again after a restart or rebalance and not published again: their id was already on the violations topic.",
                 &["control"],
             ),
+            watermark_delay: gauge(
+                "vigil_watermark_delay_seconds",
+                "How far the topic's watermark trails the wall clock.",
+                &["topic"],
+            ),
+            late_events: counter(
+                "vigil_late_events_total",
+                "Events that arrived at or behind the watermark, by topic.",
+                &["topic"],
+            ),
+            consumer_lag: int_gauge(
+                "vigil_consumer_lag_records",
+                "Records between the broker's high watermark and the next record Vigil reads, by partition.",
+                &["topic", "partition"],
+            ),
+            decisions: counter(
+                "vigil_decisions_total",
+                "Due triggers decided, by control and outcome (pass or violation).",
+                &["control", "outcome"],
+            ),
+            service_violations: counter(
+                "vigil_service_violations_total",
+                "Violations published, by service and control (series appear with a service's first violation).",
+                &["service", "control"],
+            ),
+            alerts_sent: plain_counter("vigil_alerts_sent_total", "Alerts Alertmanager accepted."),
+            alerts_dropped: plain_counter(
+                "vigil_alerts_dropped_total",
+                "Alerts dropped because the queue to Alertmanager was full.",
+            ),
+            alert_send_failures: plain_counter(
+                "vigil_alert_send_failures_total",
+                "Failed posts to Alertmanager (each is retried with backoff).",
+            ),
+            alerts_queued: plain_gauge("vigil_alerts_queued", "Alerts waiting to be posted to Alertmanager."),
             watermark,
             evaluation_seconds,
             state_rows: int_gauge("vigil_state_rows", "Events retained in state, by topic.", &["topic"]),
@@ -125,6 +189,65 @@ impl Metrics {
             assigned_partitions,
             registry,
         })
+    }
+
+    /// Starts every per-topic and per-control series at zero, so rates and
+    /// alert rules see a series from the start rather than none.
+    pub fn init_series(&self, controls: &[(&str, &str)]) {
+        for topic in crate::schema::Topic::ALL {
+            let t = [topic.name()];
+            for counter in [&self.events_consumed, &self.events_ignored, &self.late_events] {
+                counter.with_label_values(&t);
+            }
+        }
+        for (control, severity) in controls {
+            self.violations.with_label_values(&[control, severity]);
+            self.late_triggers.with_label_values(&[control]);
+            self.redecided.with_label_values(&[control]);
+            for outcome in ["pass", "violation"] {
+                self.decisions.with_label_values(&[control, outcome]);
+            }
+            for kind in ["new", "retracted"] {
+                self.amendments.with_label_values(&[control, kind]);
+            }
+        }
+    }
+
+    /// The name of every metric family Vigil exports, whether or not it has
+    /// a sample yet (process_* families come from the process collector).
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 24] = [
+            &self.decisions,
+            &self.service_violations,
+            &self.alerts_sent,
+            &self.alerts_dropped,
+            &self.alert_send_failures,
+            &self.alerts_queued,
+            &self.events_consumed,
+            &self.events_rejected,
+            &self.dead_letters,
+            &self.violations,
+            &self.late_triggers,
+            &self.redecided,
+            &self.amendments,
+            &self.events_ignored,
+            &self.watermark,
+            &self.watermark_delay,
+            &self.late_events,
+            &self.consumer_lag,
+            &self.evaluation_seconds,
+            &self.state_rows,
+            &self.state_bytes,
+            &self.pending_triggers,
+            &self.ready,
+            &self.assigned_partitions,
+        ];
+        let mut names: Vec<String> = collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect();
+        names.extend(self.registry.gather().iter().map(|f| f.name().to_string()));
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The text exposition of every metric.

@@ -21,10 +21,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::decode::Headers;
+use crate::lag::Lag;
 use crate::schema::Topic;
 use crate::time::TopicPartition;
 
@@ -101,13 +103,36 @@ pub struct SourceContext {
     revocations: AtomicU64,
     assigned: AtomicBool,
     health: Arc<BrokerHealth>,
+    lag: Arc<Lag>,
 }
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.health.note(&error, reason);
     }
+
+    fn stats(&self, statistics: Statistics) {
+        self.lag.record(&statistics);
+    }
 }
+
+/// The access reader's context: its errors and its lag.
+pub struct ReaderContext {
+    health: Arc<BrokerHealth>,
+    lag: Arc<Lag>,
+}
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.note(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.lag.record(&statistics);
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -132,7 +157,8 @@ impl ConsumerContext for SourceContext {
 pub struct Source {
     consumer: StreamConsumer<SourceContext>,
     /// Reads the access topic in full.
-    broadcast: StreamConsumer,
+    broadcast: StreamConsumer<ReaderContext>,
+    lag: Arc<Lag>,
     /// The access topic's partitions, once known and assigned to `broadcast`.
     broadcast_partitions: Vec<i32>,
     topics: [String; 4],
@@ -150,17 +176,20 @@ impl Source {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range");
+            .set("partition.assignment.strategy", "range")
+            .set("statistics.interval.ms", "5000");
         for (k, v) in &config.consumer_properties {
             client.set(k, v);
         }
         let create_err = |source| SourceError::Create { servers: config.bootstrap_servers.clone(), source };
+        let lag = Arc::new(Lag::default());
         let consumer: StreamConsumer<SourceContext> = client
             .create_with_context(SourceContext {
                 revoked: Mutex::default(),
                 revocations: AtomicU64::default(),
                 assigned: AtomicBool::default(),
-                health,
+                health: health.clone(),
+                lag: lag.clone(),
             })
             .map_err(create_err)?;
         let names: Vec<&str> = Topic::ALL
@@ -170,8 +199,9 @@ impl Source {
             .collect();
         consumer.subscribe(&names).map_err(|source| SourceError::Subscribe { topics: names.join(", "), source })?;
         client.set("group.id", format!("{}-access-reader", config.group_id));
-        let broadcast: StreamConsumer = client.create().map_err(create_err)?;
+        let broadcast = client.create_with_context(ReaderContext { health, lag: lag.clone() }).map_err(create_err)?;
         Ok(Source {
+            lag,
             consumer,
             broadcast,
             broadcast_partitions: Vec::new(),
@@ -179,6 +209,12 @@ impl Source {
             start_offsets: HashMap::new(),
             last_commit: BTreeMap::new(),
         })
+    }
+
+    /// Records behind the high watermark, per partition read (librdkafka
+    /// statistics, every 5 s).
+    pub fn lag(&self) -> Vec<(TopicPartition, i64)> {
+        self.lag.snapshot().into_iter().filter_map(|((name, p), lag)| Some(((self.topic_of(&name)?, p), lag))).collect()
     }
 
     fn topic_of(&self, name: &str) -> Option<Topic> {

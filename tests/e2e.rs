@@ -17,6 +17,7 @@ fn options(events: usize, seed: u64, encoding: Encoding, bad_records: usize) -> 
         partitions: 3,
         print: false,
         metrics_addr: None,
+        alertmanager_url: None,
         timeout: Duration::from_secs(300),
     }
 }

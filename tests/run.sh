@@ -14,6 +14,15 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
     cargo install tansu --version 0.6.0 --features dynostore --locked
 fi
 
+step "Prometheus and Alertmanager (promtool, amtool): the observability tests run the real ones"
+if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 \
+    || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

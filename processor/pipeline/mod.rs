@@ -8,11 +8,12 @@
 //! may need, and re-decides nothing differently (violation ids are
 //! deterministic).
 
-use std::collections::BTreeMap;
+mod observe;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -65,6 +66,10 @@ pub struct Pipeline {
     /// triggers of the same partition numbers are decided here.
     owned_change: Vec<i32>,
     next_offsets: BTreeMap<TopicPartition, i64>,
+    /// Alertmanager, when configured.
+    alerts: Option<crate::alerts::Alerts>,
+    /// Partitions with a consumer-lag series, to remove when no longer read.
+    lag_series: BTreeSet<TopicPartition>,
     dead: Vec<DeadLetter>,
     status: Status,
     status_tx: watch::Sender<Status>,
@@ -90,6 +95,10 @@ impl Pipeline {
         if config.identities.is_empty() {
             tracing::info!("no [identities] in the config: people are compared by their names as the tools spell them");
         }
+        let alerts = config.alerts.as_ref().map(|a| crate::alerts::Alerts::start(a, metrics.clone()));
+        let series: Vec<(&str, &str)> =
+            controls.controls().iter().map(|c| (c.meta.id.as_str(), c.meta.severity.name())).collect();
+        metrics.init_series(&series);
         let health = Arc::new(BrokerHealth::default());
         health.report_to(metrics.ready.clone());
         let source = Source::new(&config, health.clone())?;
@@ -111,6 +120,8 @@ impl Pipeline {
             source,
             sink,
             next_offsets: BTreeMap::new(),
+            lag_series: BTreeSet::new(),
+            alerts,
             dead: Vec::new(),
             status: Status::default(),
             status_tx,
@@ -228,12 +239,16 @@ impl Pipeline {
                 }
                 let watermark = self.watermarks.current();
                 let time_index = self.catalog.event(topic).time_index;
+                if let Some(w) = watermark {
+                    let late = observe::late_rows(&batch, time_index, w) as u64;
+                    self.metrics.late_events.with_label_values(&[topic.name()]).inc_by(late);
+                }
                 // Cloning a batch clones Arcs; the evidence is only formatted
                 // when a late row did change something.
                 let amendments =
                     self.controls.append_amending(&mut self.state, topic, batch.clone(), time_index, watermark).await?;
                 if let (false, Some(w)) = (amendments.is_empty(), watermark) {
-                    let late = late_evidence(&batch, topic, w);
+                    let late = observe::late_evidence(&batch, topic, w);
                     self.amendments.extend(amendments.into_iter().map(|a| (a, late.clone())));
                 }
             }
@@ -285,10 +300,7 @@ impl Pipeline {
         if let Some(w) = watermark {
             for evaluation in self.controls.evaluate(w).await? {
                 let control = &self.controls.controls()[evaluation.control];
-                self.metrics
-                    .evaluation_seconds
-                    .with_label_values(&[control.meta.id.as_str()])
-                    .observe(evaluation.elapsed.as_secs_f64());
+                observe::evaluated(&self.metrics, &control.meta.id, &evaluation);
                 let detected_at = wall_ms();
                 for finding in evaluation.findings {
                     let violation = Violation::new(control, finding, detected_at);
@@ -318,10 +330,12 @@ impl Pipeline {
         }
         for v in violations.iter().filter(|v| v.status == "open") {
             self.metrics.violations.with_label_values(&[v.control_id.as_str(), v.severity.as_str()]).inc();
+            self.metrics.service_violations.with_label_values(&[v.service.as_str(), v.control_id.as_str()]).inc();
             if let Some(f) = &self.on_violation {
                 f(v);
             }
         }
+        self.alert(&violations);
         if let Some(w) = watermark {
             let horizons = Topic::ALL.map(|t| w.saturating_sub(crate::duration::millis(self.controls.retention(t))));
             self.state.evict(horizons);
@@ -413,25 +427,6 @@ impl Pipeline {
         Ok(())
     }
 
-    fn report(&mut self, watermark: Option<i64>, published: usize) {
-        for (topic, w) in self.watermarks.per_topic() {
-            self.metrics.watermark.with_label_values(&[topic.name()]).set(w as f64 / 1000.0);
-        }
-        for topic in Topic::ALL {
-            let usage = self.state.usage(topic);
-            self.metrics.state_rows.with_label_values(&[topic.name()]).set(usage.rows as i64);
-            self.metrics.state_bytes.with_label_values(&[topic.name()]).set(usage.bytes as i64);
-        }
-        let pending = self.controls.pending_rows();
-        self.metrics.pending_triggers.set(pending as i64);
-        self.status.violations += published as u64;
-        self.status.pending_triggers = pending;
-        self.status.watermark = watermark;
-        self.status.caught_up = self.watermarks.all_caught_up();
-        self.status.ticks += 1;
-        self.status_tx.send_replace(self.status.clone());
-    }
-
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
     }
@@ -447,26 +442,3 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long to wait between looks at a status channel.
 pub const STATUS_POLL: Duration = Duration::from_millis(50);
-
-/// `event_id@topic/partition/offset` of the rows of `batch` at or behind the
-/// watermark: the late events an amendment cites.
-fn late_evidence(batch: &RecordBatch, topic: Topic, watermark: i64) -> Vec<String> {
-    use datafusion::arrow::array::{Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
-    let column = |name: &str| batch.schema().index_of(name).ok().map(|i| batch.column(i).clone());
-    let (Some(ids), Some(times), Some(partitions), Some(offsets)) =
-        (column("event_id"), column("event_time"), column("_partition"), column("_offset"))
-    else {
-        return Vec::new();
-    };
-    let ids = ids.as_any().downcast_ref::<StringArray>();
-    let times = times.as_any().downcast_ref::<TimestampMillisecondArray>();
-    let partitions = partitions.as_any().downcast_ref::<Int32Array>();
-    let offsets = offsets.as_any().downcast_ref::<Int64Array>();
-    let (Some(ids), Some(times), Some(partitions), Some(offsets)) = (ids, times, partitions, offsets) else {
-        return Vec::new();
-    };
-    (0..batch.num_rows())
-        .filter(|i| times.is_valid(*i) && times.value(*i) <= watermark)
-        .map(|i| format!("{}@{}/{}/{}", ids.value(i), topic.name(), partitions.value(i), offsets.value(i)))
-        .collect()
-}
