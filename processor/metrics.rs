@@ -41,6 +41,7 @@ pub struct Metrics {
     pub state_bytes: IntGaugeVec,
     pub pending_triggers: IntGauge,
     pub ready: IntGauge,
+    pub caught_up: IntGauge,
     pub assigned_partitions: IntGauge,
 }
 
@@ -170,6 +171,10 @@ impl Metrics {
                 "Violations published, by service and control (series appear with a service's first violation).",
                 &["service", "control"],
             ),
+            caught_up: plain_gauge(
+                "vigil_caught_up",
+                "1 when every partition read has been read to its end (decisions are current).",
+            ),
             alerts_sent: plain_counter("vigil_alerts_sent_total", "Alerts Alertmanager accepted."),
             alerts_dropped: plain_counter(
                 "vigil_alerts_dropped_total",
@@ -217,7 +222,8 @@ impl Metrics {
     /// a sample yet (process_* families come from the process collector).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 24] = [
+        let collectors: [&dyn Collector; 25] = [
+            &self.caught_up,
             &self.decisions,
             &self.service_violations,
             &self.alerts_sent,
@@ -276,10 +282,18 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
             get(move || {
                 let m = metrics.clone();
                 async move {
+                    // Ready: partitions assigned and every broker client
+                    // connected. Caught up or not is told, not required: a
+                    // replaying instance is working, not broken.
+                    let details = format!(
+                        "caught_up: {}\nassigned_partitions: {}\n",
+                        if m.caught_up.get() == 1 { "yes" } else { "no" },
+                        m.assigned_partitions.get()
+                    );
                     if m.ready.get() == 1 {
-                        (StatusCode::OK, "ready\n").into_response()
+                        (StatusCode::OK, format!("ready\n{details}")).into_response()
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{details}")).into_response()
                     }
                 }
             }),

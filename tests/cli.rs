@@ -71,8 +71,10 @@ fn generate_then_run_publishes_exactly_the_truth() {
         ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
     assert!(metrics.contains("vigil_events_consumed_total{topic=\"deploy\"}"), "{metrics}");
     assert!(metrics.contains("vigil_build_info"), "{metrics}");
-    let ready = ureq::get(&format!("http://127.0.0.1:{port}/readyz")).call().unwrap();
+    let mut ready = ureq::get(&format!("http://127.0.0.1:{port}/readyz")).call().unwrap();
     assert_eq!(ready.status(), 200);
+    let body = ready.body_mut().read_to_string().unwrap();
+    assert!(body.starts_with("ready\n") && body.contains("caught_up: yes"), "{body}");
 
     // kill -9 and start again: the restart replays retained state from the
     // committed offsets and decides again, but publishes no id twice.

@@ -320,3 +320,25 @@ fn a_finished_demo_serves_clean_metrics_and_pushed_every_violation() {
     let summary = summary.join().unwrap();
     assert!(summary.contains(&format!("found={found}")), "{summary}");
 }
+
+/// deploy/: the Kubernetes manifests, compose file and Dockerfile hang
+/// together (tests/deploy_check.py), and every Vigil config in them passes
+/// `vigil check`.
+#[test]
+fn the_deploy_manifests_hang_together_and_their_configs_check() {
+    let out = Command::new("python3").arg("tests/deploy_check.py").output().expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{} (PyYAML missing? tests/run.sh installs it)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let configs = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(configs.lines().count(), 3);
+    for config in configs.lines() {
+        // The Kubernetes config reads its controls from the mounted ConfigMap,
+        // which is made from queries/.
+        let out = Command::new(VIGIL).args(["check", "--config", config, "--queries", "queries"]).output().unwrap();
+        assert!(out.status.success(), "{config}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -23,6 +23,9 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
 fi
 
+step "PyYAML: tests/deploy_check.py reads deploy/'s YAML"
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -22,6 +22,7 @@ impl Pipeline {
             self.metrics.watermark_delay.with_label_values(&[topic.name()]).set((wall - w) as f64 / 1000.0);
         }
         self.report_lag();
+        self.metrics.caught_up.set(i64::from(self.watermarks.all_caught_up()));
         for topic in Topic::ALL {
             let usage = self.state.usage(topic);
             self.metrics.state_rows.with_label_values(&[topic.name()]).set(usage.rows as i64);
