@@ -103,6 +103,24 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check the evidence hash chains of an archive (or of the evidence
+    /// topic); exit 1 naming every modified, missing, reordered or inserted record.
+    Verify {
+        #[arg(long, required_unless_present = "brokers")]
+        archive: Option<PathBuf>,
+        /// Check the evidence topic on these brokers instead.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value = "vigil-evidence")]
+        topic: String,
+    },
+    /// Run SQL over an archive: tables `evidence` and `violations` (each
+    /// with a `date` column from its partition folders).
+    Query {
+        sql: String,
+        #[arg(long)]
+        archive: PathBuf,
+    },
     /// Write the controls reference (Markdown) generated from the control headers.
     Docs {
         /// Directory of .sql controls (default: the built-in catalogue).
@@ -139,6 +157,10 @@ pub enum Command {
         /// Push the violations to this Alertmanager (e.g. http://127.0.0.1:9093).
         #[arg(long)]
         alertmanager_url: Option<String>,
+        /// Write the evidence records and violations to a Parquet archive in
+        /// this directory (then try vigil verify, query and report on it).
+        #[arg(long)]
+        archive: Option<PathBuf>,
         /// Do not print violations as they are found.
         #[arg(long)]
         quiet: bool,
@@ -163,6 +185,19 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Check { config, queries } => check(config, queries).await,
         Command::Decode { format, topic, headers, config, files } => decode(format, topic, &headers, config, &files),
+        Command::Verify { archive, brokers, topic } => {
+            let report = match (archive, brokers) {
+                (Some(dir), _) => crate::audit::verify_archive(&dir)?,
+                (None, Some(brokers)) => crate::audit::verify_topic(&brokers, &topic)?,
+                (None, None) => anyhow::bail!("give --archive DIR or --brokers HOST:PORT"),
+            };
+            print!("{}", report.render());
+            Ok(i32::from(!report.problems.is_empty()))
+        }
+        Command::Query { sql, archive } => {
+            println!("{}", crate::audit::query(&archive, &sql).await?);
+            Ok(0)
+        }
         Command::Docs { queries, out } => {
             let text = crate::controls::reference(&sources(queries.as_ref())?).map_err(anyhow::Error::msg)?;
             match out {
@@ -181,6 +216,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             metrics_addr,
             serve,
             alertmanager_url,
+            archive,
             quiet,
         } => {
             let options = DemoOptions {
@@ -192,6 +228,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
                 print: !quiet,
                 metrics_addr,
                 alertmanager_url,
+                archive,
                 timeout: Duration::from_secs(600),
             };
             let summary = demo::run(options).await?;
@@ -239,14 +276,19 @@ async fn check(config_path: Option<PathBuf>, queries: Option<PathBuf>) -> anyhow
     };
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
     let identities = config.as_ref().map(|c| c.identities.clone()).unwrap_or_default();
-    let errors = ControlSet::check(&sources, &catalog, &identities).await;
+    // The evidence query is planned with the controls when Vigil runs.
+    let mut planned = sources.clone();
+    if !planned.iter().any(|s| s.sql.contains("-- record: evidence")) {
+        planned.push(crate::controls::builtin_evidence());
+    }
+    let errors = ControlSet::check(&planned, &catalog, &identities).await;
     for e in &errors {
         eprintln!("error: {e}");
     }
     let what = dir.map_or("the built-in catalogue".to_string(), |d| d.display().to_string());
     if errors.is_empty() {
         let config = config_path.map(|p| format!(" and {}", p.display())).unwrap_or_default();
-        println!("check: {} controls in {what}{config} are valid", sources.len());
+        println!("check: {} controls in {what}{config} and the evidence query are valid", sources.len());
         Ok(0)
     } else {
         eprintln!("check: {} of {} controls in {what} have errors", errors.len(), sources.len());

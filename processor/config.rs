@@ -122,6 +122,9 @@ pub struct RawTopics {
     pub violations: Option<String>,
     /// Where undecodable input goes (default `vigil-dead-letter`).
     pub dead_letter: Option<String>,
+    /// Where evidence records go (default `vigil-evidence`; as many
+    /// partitions as the deploy topic).
+    pub evidence: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +193,7 @@ pub struct Config {
     pub formats: [Format; 4],
     pub violations_topic: String,
     pub dead_letter_topic: String,
+    pub evidence_topic: String,
     pub watermarks: WatermarkConfig,
     pub tick: Duration,
     pub time_bounds: TimeBounds,
@@ -254,6 +258,7 @@ impl Config {
             formats,
             violations_topic: t.violations.clone().unwrap_or_else(|| "vigil-violations".into()),
             dead_letter_topic: t.dead_letter.clone().unwrap_or_else(|| "vigil-dead-letter".into()),
+            evidence_topic: t.evidence.clone().unwrap_or_else(|| "vigil-evidence".into()),
             watermarks: WatermarkConfig {
                 allowed_lateness_ms: duration::millis(dur("time.allowed_lateness", &raw.time.allowed_lateness, "5m")?),
                 idle_timeout: dur("time.idle_timeout", &raw.time.idle_timeout, "30s")?,

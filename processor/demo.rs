@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Push the violations to this Alertmanager as well.
     pub alertmanager_url: Option<String>,
+    /// Write the evidence and violations to a Parquet archive here.
+    pub archive: Option<std::path::PathBuf>,
     /// Give up if the stream is not fully decided within this.
     pub timeout: Duration,
 }
@@ -53,6 +55,8 @@ pub struct Summary {
     pub duplicates: usize,
     pub dead_letters: usize,
     pub bad_records: usize,
+    /// Evidence records published (one per finished production deploy).
+    pub evidence: usize,
     pub elapsed_s: f64,
     pub per_control: BTreeMap<String, ControlCount>,
     #[serde(skip)]
@@ -74,11 +78,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
     let broker = EmbeddedBroker::start()?;
     let bootstrap = broker.bootstrap_servers();
     let config = demo_config(&bootstrap, options.alertmanager_url.clone())?;
+    if let Some(dir) = &options.archive {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    }
     for name in &config.input_topics {
         broker.create_topic(name, options.partitions)?;
     }
     broker.create_topic(&config.violations_topic, options.partitions)?;
     broker.create_topic(&config.dead_letter_topic, 1)?;
+    broker.create_topic(&config.evidence_topic, options.partitions)?;
 
     let (events, truth) = generate(&GenConfig::new(options.events, options.seed, wall_ms()));
     let mut records = records(&catalog, &events, options.encoding, &config.input_topics).map_err(anyhow::Error::msg)?;
@@ -145,14 +153,47 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
 
     let published = read_all(&bootstrap, &config.violations_topic, Duration::from_secs(60))?;
     let dead = read_all(&bootstrap, &config.dead_letter_topic, Duration::from_secs(60))?;
+    let evidence = read_all(&bootstrap, &config.evidence_topic, Duration::from_secs(60))?;
+    if let Some(dir) = &options.archive {
+        archive(dir, &catalog, &published, &evidence)?;
+    }
     let mut summary = compare(&catalog, &published, &truth.violations)?;
     summary.events = events.len();
     summary.bad_records = options.bad_records;
     summary.dead_letters = dead.len();
+    summary.evidence = evidence.len();
     summary.dead_letter_records = dead;
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.metrics_text = metrics.render();
     Ok(summary)
+}
+
+/// Writes what the demo published to a Parquet archive.
+fn archive(
+    dir: &std::path::Path,
+    catalog: &Catalog,
+    published: &[ReadRecord],
+    evidence: &[ReadRecord],
+) -> anyhow::Result<()> {
+    let violations = published
+        .iter()
+        .map(|r| Violation::from_confluent_avro(&catalog.violation, r.payload.as_deref().unwrap_or_default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("violations: {e}"))?;
+    let evidence = evidence
+        .iter()
+        .map(|r| serde_json::from_slice::<crate::evidence::EvidenceRecord>(r.payload.as_deref().unwrap_or_default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("evidence: {e}"))?;
+    let files = crate::archive::write(dir, &evidence, &violations)?;
+    eprintln!(
+        "demo: archived {} evidence records and {} violations in {} Parquet files under {}",
+        evidence.len(),
+        violations.len(),
+        files.len(),
+        dir.display()
+    );
+    Ok(())
 }
 
 fn truth_end(events: &[crate::generate::Event]) -> i64 {

@@ -32,6 +32,8 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod alerts;
+pub mod archive;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod controls;
@@ -39,6 +41,7 @@ pub mod decode;
 pub mod demo;
 pub mod duration;
 pub mod embedded;
+pub mod evidence;
 pub mod generate;
 pub mod identity;
 pub mod lag;
@@ -52,4 +55,5 @@ pub mod source;
 pub mod state;
 pub mod testing;
 pub mod time;
+pub mod verify;
 pub mod violation;

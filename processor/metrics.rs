@@ -31,6 +31,7 @@ pub struct Metrics {
     pub late_events: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub decisions: IntCounterVec,
+    pub evidence_records: IntCounter,
     pub service_violations: IntCounterVec,
     pub alerts_sent: IntCounter,
     pub alerts_dropped: IntCounter,
@@ -175,6 +176,10 @@ impl Metrics {
                 "vigil_caught_up",
                 "1 when every partition read has been read to its end (decisions are current).",
             ),
+            evidence_records: plain_counter(
+                "vigil_evidence_records_total",
+                "Evidence records published (one per finished production deploy).",
+            ),
             alerts_sent: plain_counter("vigil_alerts_sent_total", "Alerts Alertmanager accepted."),
             alerts_dropped: plain_counter(
                 "vigil_alerts_dropped_total",
@@ -222,7 +227,8 @@ impl Metrics {
     /// a sample yet (process_* families come from the process collector).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 25] = [
+        let collectors: [&dyn Collector; 26] = [
+            &self.evidence_records,
             &self.caught_up,
             &self.decisions,
             &self.service_violations,

@@ -1,4 +1,5 @@
-//! The violation ids already on the violations topic.
+//! The violation ids already on the violations topic (and the evidence
+//! records already on the evidence topic, with each partition's chain tail).
 //!
 //! After a restart the pipeline replays from its committed offsets and
 //! decides again the triggers it had decided (and published) before the
@@ -41,6 +42,11 @@ pub struct Published {
     dead_next: BTreeMap<i32, i64>,
     /// Highest source offset dead-lettered, per source topic and partition.
     dead_lettered: HashMap<(String, i32), i64>,
+    evidence_topic: String,
+    /// The same for the evidence topic.
+    evidence_next: BTreeMap<i32, i64>,
+    /// The last evidence record per partition: its sequence and hash.
+    evidence_tails: BTreeMap<i32, (i64, String)>,
 }
 
 /// Violation ids are 32 hex digits.
@@ -60,6 +66,9 @@ impl Published {
             next: BTreeMap::new(),
             dead_next: BTreeMap::new(),
             dead_lettered: HashMap::new(),
+            evidence_topic: config.evidence_topic.clone(),
+            evidence_next: BTreeMap::new(),
+            evidence_tails: BTreeMap::new(),
         }
     }
 
@@ -88,7 +97,31 @@ impl Published {
             }
             advance(&mut self.dead_next, r);
         }
-        Ok(records.len() + dead.len())
+        // Evidence: its ids are not published twice, and each partition's
+        // chain continues from its last record.
+        let evidence = self.read_on(&self.evidence_topic.clone(), self.evidence_next.clone(), timeout).await?;
+        for r in &evidence {
+            if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
+                self.ids.insert(id);
+            }
+            let header = |k: &str| r.headers.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+            if let (Some(sequence), Some(hash)) =
+                (header("vigil.sequence").and_then(|s| s.parse().ok()), header("vigil.hash"))
+            {
+                self.evidence_tails.insert(r.partition, (sequence, hash));
+            }
+            advance(&mut self.evidence_next, r);
+        }
+        Ok(records.len() + dead.len() + evidence.len())
+    }
+
+    /// The last evidence record of `partition`: its sequence and hash.
+    pub fn evidence_tail(&self, partition: i32) -> Option<(i64, String)> {
+        self.evidence_tails.get(&partition).cloned()
+    }
+
+    pub fn set_evidence_tail(&mut self, partition: i32, sequence: i64, hash: String) {
+        self.evidence_tails.insert(partition, (sequence, hash));
     }
 
     async fn read_on(

@@ -18,6 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 use crate::decode::{confluent_frame, Headers};
+use crate::evidence::EvidenceRecord;
 use crate::source::BrokerHealth;
 use crate::violation::{Violation, VIOLATION_SCHEMA_ID};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub enum SinkError {
     Create(KafkaError),
     #[error("cannot encode violation {id}: {message}")]
     Encode { id: String, message: String },
+    #[error("{topic}: cannot read its partitions ({source}); create the evidence topic with as many partitions as the deploy topic")]
+    Metadata { topic: String, source: KafkaError },
     #[error("{topic}: delivery failed after librdkafka's retries: {source}")]
     Delivery { topic: String, source: KafkaError },
 }
@@ -60,6 +63,9 @@ pub struct Sink {
     producer: FutureProducer<SinkContext>,
     violations_topic: String,
     dead_letter_topic: String,
+    evidence_topic: String,
+    /// Partitions of the evidence topic, looked up at its first use.
+    evidence_partitions: Option<i32>,
     schema: AvroSchema,
 }
 
@@ -79,13 +85,63 @@ impl Sink {
             producer,
             violations_topic: config.violations_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
+            evidence_topic: config.evidence_topic.clone(),
+            evidence_partitions: None,
             schema,
         })
     }
 
+    /// The evidence topic's partition count, asked once; while the brokers
+    /// cannot be reached it waits, as publishing does. A topic that does not
+    /// exist is an error that says so.
+    pub fn evidence_partitions(&mut self) -> Result<i32, SinkError> {
+        if let Some(n) = self.evidence_partitions {
+            return Ok(n);
+        }
+        let topic = self.evidence_topic.clone();
+        let missing = |source| SinkError::Metadata { topic: topic.clone(), source };
+        let client = rdkafka::producer::Producer::client(&self.producer);
+        loop {
+            match client.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
+                Ok(metadata) => {
+                    let t = metadata.topics().first();
+                    let n = t.map_or(0, |t| t.partitions().len()) as i32;
+                    if n == 0 || t.and_then(|t| t.error()).is_some() {
+                        return Err(missing(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)));
+                    }
+                    self.evidence_partitions = Some(n);
+                    return Ok(n);
+                }
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "cannot read the evidence topic's partitions yet; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     /// Sends everything and waits for every acknowledgement.
-    pub async fn publish(&self, violations: &[Violation], dead: &[DeadLetter]) -> Result<(), SinkError> {
-        let mut deliveries = Vec::with_capacity(violations.len() + dead.len());
+    pub async fn publish(
+        &self,
+        violations: &[Violation],
+        dead: &[DeadLetter],
+        evidence: &[EvidenceRecord],
+    ) -> Result<(), SinkError> {
+        let mut deliveries = Vec::with_capacity(violations.len() + dead.len() + evidence.len());
+        for e in evidence {
+            let payload = serde_json::to_vec(e)
+                .map_err(|err| SinkError::Encode { id: e.evidence_id.clone(), message: err.to_string() })?;
+            let sequence = e.sequence.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "vigil.hash", value: Some(e.hash.as_str()) })
+                .insert(Header { key: "vigil.sequence", value: Some(sequence.as_str()) });
+            let record = FutureRecord::to(&self.evidence_topic)
+                .key(&e.evidence_id)
+                .payload(&payload)
+                .partition(e.partition)
+                .headers(headers);
+            deliveries.push((self.evidence_topic.as_str(), self.enqueue(record).await?));
+        }
         for v in violations {
             let datum =
                 v.to_avro(&self.schema).map_err(|e| SinkError::Encode { id: v.id.clone(), message: e.to_string() })?;

@@ -27,7 +27,7 @@ fn write_config(dir: &std::path::Path, bootstrap: &str, metrics_port: u16) -> st
 fn generate_then_run_publishes_exactly_the_truth() {
     let broker = EmbeddedBroker::start().unwrap();
     let bootstrap = broker.bootstrap_servers();
-    for topic in ["change", "ci", "access", "deploy", "vigil-violations"] {
+    for topic in ["change", "ci", "access", "deploy", "vigil-violations", "vigil-evidence"] {
         broker.create_topic(topic, 2).unwrap();
     }
     broker.create_topic("vigil-dead-letter", 1).unwrap();
@@ -188,4 +188,71 @@ fn vigil_check_accepts_the_shipped_controls_and_names_a_broken_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("vigil.toml") && stderr.contains("shared"), "{stderr}");
+}
+
+/// Issue 7's acceptance: a demo's archive verifies; one changed cell of one
+/// evidence row in a Parquet file makes `vigil verify` exit 1 naming that
+/// record; `vigil query` answers SQL over the archive.
+#[test]
+fn a_demo_archive_verifies_until_one_cell_is_changed() {
+    use datafusion::arrow::array::{Array, RecordBatch, StringArray};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("A");
+    let status = Command::new(VIGIL)
+        .args(["demo", "--events", "20000", "--seed", "5", "--quiet", "--archive"])
+        .arg(&archive)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let verify = || Command::new(VIGIL).arg("verify").arg("--archive").arg(&archive).output().unwrap();
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" 0 problems"), "{text}");
+
+    let query = Command::new(VIGIL)
+        .args(["query", "--archive"])
+        .arg(&archive)
+        .arg("SELECT count(*) AS n FROM evidence WHERE environment = 'production'")
+        .output()
+        .unwrap();
+    assert!(query.status.success(), "{}", String::from_utf8_lossy(&query.stderr));
+    let records: usize = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        String::from_utf8_lossy(&query.stdout).contains(&format!("| {records} ")),
+        "{}",
+        String::from_utf8_lossy(&query.stdout)
+    );
+
+    // Change the service of the 4th row of the first evidence file.
+    let file = std::fs::read_dir(archive.join("evidence")).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(file).unwrap().next().unwrap().unwrap().path();
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
+    let mut batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let batch = &batches[0];
+    let schema = batch.schema();
+    let (service_index, id_index) = (schema.index_of("service").unwrap(), schema.index_of("evidence_id").unwrap());
+    let services = batch.column(service_index).as_any().downcast_ref::<StringArray>().unwrap();
+    let tampered_id = batch.column(id_index).as_any().downcast_ref::<StringArray>().unwrap().value(3).to_string();
+    let changed: StringArray =
+        (0..services.len()).map(|i| Some(if i == 3 { "not-the-service" } else { services.value(i) })).collect();
+    let mut columns = batch.columns().to_vec();
+    columns[service_index] = std::sync::Arc::new(changed);
+    batches[0] = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&file).unwrap(), schema, None).unwrap();
+    for b in &batches {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
+
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("{}:3: {tampered_id} ", file.display())), "{text}");
+    assert!(text.contains("modified") && text.contains(" 1 problems"), "{text}");
 }

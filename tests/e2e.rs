@@ -18,6 +18,7 @@ fn options(events: usize, seed: u64, encoding: Encoding, bad_records: usize) -> 
         print: false,
         metrics_addr: None,
         alertmanager_url: None,
+        archive: None,
         timeout: Duration::from_secs(300),
     }
 }
@@ -90,7 +91,7 @@ async fn a_late_approval_retracts_a_published_violation() {
 
     let broker = EmbeddedBroker::start().unwrap();
     let bootstrap = broker.bootstrap_servers();
-    for topic in ["change", "ci", "access", "deploy", "vigil-violations"] {
+    for topic in ["change", "ci", "access", "deploy", "vigil-violations", "vigil-evidence"] {
         broker.create_topic(topic, 1).unwrap();
     }
     broker.create_topic("vigil-dead-letter", 1).unwrap();

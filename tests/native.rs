@@ -362,7 +362,7 @@ async fn native_payloads_in_the_stream_are_mapped_and_decided() {
 
     let broker = EmbeddedBroker::start().unwrap();
     let bootstrap = broker.bootstrap_servers();
-    for topic in ["change", "ci", "access", "deploy", "vigil-violations", "vigil-dead-letter"] {
+    for topic in ["change", "ci", "access", "deploy", "vigil-violations", "vigil-dead-letter", "vigil-evidence"] {
         broker.create_topic(topic, 1).unwrap();
     }
     let day = 86_400_000;

@@ -75,6 +75,8 @@ pub struct ControlMeta {
     pub domain: Option<String>,
     pub coso: Option<String>,
     pub remediation: Option<String>,
+    /// `-- record: evidence`: the query writes evidence records, not violations.
+    pub evidence: bool,
 }
 
 impl ControlMeta {
@@ -106,6 +108,7 @@ const KEYS: &[&str] = &[
     "coso",
     "violates",
     "remediation",
+    "record",
 ];
 
 /// Parses the header of `sql`. Errors carry the 1-based line they refer to.
@@ -153,6 +156,11 @@ pub fn parse(sql: &str) -> Result<ControlMeta, (usize, String)> {
             None => Ok(Duration::ZERO),
         }
     };
+    let evidence = match get("record") {
+        None => false,
+        Some((r, _)) if r == "evidence" => true,
+        Some((r, line)) => return Err((line, format!("record `{r}`: the only kind is `evidence`"))),
+    };
     if let (Some(_), Some((_, line))) = (get("grace"), get("deadline")) {
         return Err((line, "a control has a grace (look-back) or a deadline (absence), not both".to_string()));
     }
@@ -169,6 +177,7 @@ pub fn parse(sql: &str) -> Result<ControlMeta, (usize, String)> {
         domain: get("domain").map(|(v, _)| v),
         coso: get("coso").map(|(v, _)| v),
         remediation: get("remediation").map(|(v, _)| v),
+        evidence,
     })
 }
 

@@ -43,12 +43,12 @@ use sha2::{Digest, Sha256};
 pub use amend::Amendment;
 pub use docs::reference;
 pub use meta::{parse as parse_meta, ControlMeta, Severity};
-pub use source::{builtin_sources, load_dir, ControlSource};
+pub use source::{builtin_evidence, builtin_sources, load_dir, ControlSource};
 
 use crate::identity::Identities;
 use crate::schema::{Catalog, Topic};
 use crate::state::{min_offsets, without_partitions, SharedBatches, State};
-use output::{check_output, findings_of};
+use output::{check_output, findings_of, json_rows};
 use table::LiveTable;
 
 /// The column the `due` table adds to the trigger's: its decision time,
@@ -99,6 +99,8 @@ pub struct Finding {
     pub message: String,
     pub evidence: Vec<String>,
     pub late: bool,
+    /// An evidence query's row: every column, by name.
+    pub details: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// What one control's evaluation produced.
@@ -132,6 +134,19 @@ impl ControlSet {
 
     pub fn controls(&self) -> &[Control] {
         &self.controls
+    }
+
+    /// The values of `column` among the trigger rows `control` has decided
+    /// and still keeps (for its look-back): which subjects it judged.
+    pub fn decided_values(&self, control: usize, column: &str) -> std::collections::HashSet<String> {
+        use datafusion::arrow::array::{Array, StringArray};
+        let mut out = std::collections::HashSet::new();
+        for batch in &self.controls[control].decided {
+            let Some(values) = batch.column_by_name(column) else { continue };
+            let Some(values) = values.as_any().downcast_ref::<StringArray>() else { continue };
+            out.extend(values.iter().flatten().map(str::to_string));
+        }
+        out
     }
 
     /// Plans every source on its own and returns every error, not just the
@@ -298,6 +313,12 @@ impl Control {
         for batch in &batches {
             findings_of(batch, late, &mut findings).map_err(|e| self.run_error(e))?;
         }
+        if self.meta.evidence {
+            let rows = json_rows(&batches).map_err(|e| self.run_error(e))?;
+            for (finding, row) in findings.iter_mut().zip(rows) {
+                finding.details = Some(Box::new(row));
+            }
+        }
         // A query may join its way to the same subject twice; one fact, one finding.
         let mut seen = std::collections::HashSet::new();
         findings.retain(|f| seen.insert(f.subject.clone()));
@@ -362,7 +383,7 @@ async fn plan_one(
         Some(line) => ControlError::Sql { file: file.clone(), line, message: e.to_string() },
         None => plan_err(e.to_string()),
     })?;
-    check_output(plan.schema().as_arrow().fields()).map_err(plan_err)?;
+    check_output(plan.schema().as_arrow().fields(), meta.evidence).map_err(plan_err)?;
     let mut reads = Vec::new();
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {

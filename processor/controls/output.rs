@@ -14,7 +14,7 @@ fn is_text(t: &DataType) -> bool {
 }
 
 /// Checks the output contract of a control query.
-pub(super) fn check_output(fields: &[Arc<Field>]) -> Result<(), String> {
+pub(super) fn check_output(fields: &[Arc<Field>], evidence: bool) -> Result<(), String> {
     let need = |name: &str, ok: &dyn Fn(&DataType) -> bool, what: &str| {
         match fields.iter().find(|f| f.name() == name) {
             Some(f) if ok(f.data_type()) => Ok(()),
@@ -26,7 +26,9 @@ pub(super) fn check_output(fields: &[Arc<Field>]) -> Result<(), String> {
     };
     need("subject", &is_text, "text")?;
     need("service", &is_text, "text")?;
-    need("message", &is_text, "text")?;
+    if !evidence {
+        need("message", &is_text, "text")?;
+    }
     need("event_time", &|t| matches!(t, DataType::Timestamp(_, _)), "a timestamp")?;
     for f in fields.iter().filter(|f| f.name().starts_with("evidence")) {
         let ok = match f.data_type() {
@@ -59,7 +61,10 @@ fn text_column(batch: &RecordBatch, name: &str) -> datafusion::error::Result<Str
 pub(super) fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding>) -> datafusion::error::Result<()> {
     let subject = text_column(batch, "subject")?;
     let service = text_column(batch, "service")?;
-    let message = text_column(batch, "message")?;
+    let message = match batch.column_by_name("message") {
+        Some(_) => text_column(batch, "message")?,
+        None => StringArray::new_null(batch.num_rows()),
+    };
     let time = cast(
         batch
             .column_by_name("event_time")
@@ -112,6 +117,7 @@ pub(super) fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding
             message: if message.is_null(row) { String::new() } else { message.value(row).to_string() },
             evidence,
             late,
+            details: None,
         });
     }
     Ok(())
@@ -139,4 +145,20 @@ impl Evidence {
             Evidence::List(_) => {}
         }
     }
+}
+
+/// Every row of `batches` with a subject, as a JSON object of its columns
+/// (what an evidence record is made of).
+pub(super) fn json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    Ok(rows.into_iter().filter(|r| r.get("subject").is_some_and(|s| !s.is_null())).collect())
 }

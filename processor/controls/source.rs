@@ -32,6 +32,15 @@ pub fn builtin_sources() -> Vec<ControlSource> {
     files.iter().map(|(file, sql)| ControlSource { file: file.to_string(), sql: sql.to_string() }).collect()
 }
 
+/// The built-in evidence query (`-- record: evidence`), planned after the
+/// controls so that it sees their decisions.
+pub fn builtin_evidence() -> ControlSource {
+    ControlSource {
+        file: "queries/evidence/deploy.sql".into(),
+        sql: include_str!("../../queries/evidence/deploy.sql").into(),
+    }
+}
+
 /// Every `*.sql` file in `dir`, sorted by name.
 pub fn load_dir(dir: &Path) -> Result<Vec<ControlSource>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| {

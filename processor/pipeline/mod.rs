@@ -8,6 +8,7 @@
 //! may need, and re-decides nothing differently (violation ids are
 //! deterministic).
 
+mod evidence;
 mod observe;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,13 +92,22 @@ impl Pipeline {
                 .with_max_bytes(config.max_message_bytes)
         });
         let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
-        let controls = ControlSet::plan(sources, &catalog, &state, &config.identities).await?;
+        // The evidence query goes last: it reads the controls' decisions.
+        let mut sources = sources.to_vec();
+        if !sources.iter().any(|s| s.sql.contains("-- record: evidence")) {
+            sources.push(crate::controls::builtin_evidence());
+        }
+        let controls = ControlSet::plan(&sources, &catalog, &state, &config.identities).await?;
         if config.identities.is_empty() {
             tracing::info!("no [identities] in the config: people are compared by their names as the tools spell them");
         }
         let alerts = config.alerts.as_ref().map(|a| crate::alerts::Alerts::start(a, metrics.clone()));
-        let series: Vec<(&str, &str)> =
-            controls.controls().iter().map(|c| (c.meta.id.as_str(), c.meta.severity.name())).collect();
+        let series: Vec<(&str, &str)> = controls
+            .controls()
+            .iter()
+            .filter(|c| !c.meta.evidence)
+            .map(|c| (c.meta.id.as_str(), c.meta.severity.name()))
+            .collect();
         metrics.init_series(&series);
         let health = Arc::new(BrokerHealth::default());
         health.report_to(metrics.ready.clone());
@@ -297,9 +307,14 @@ impl Pipeline {
                 violations.push(v);
             }
         }
+        let mut evidence_rows = Vec::new();
         if let Some(w) = watermark {
             for evaluation in self.controls.evaluate(w).await? {
                 let control = &self.controls.controls()[evaluation.control];
+                if control.meta.evidence {
+                    evidence_rows.extend(evaluation.findings);
+                    continue;
+                }
                 observe::evaluated(&self.metrics, &control.meta.id, &evaluation);
                 let detected_at = wall_ms();
                 for finding in evaluation.findings {
@@ -322,7 +337,9 @@ impl Pipeline {
             !self.published.is_dead_lettered(&d.source_topic, d.partition, d.offset)
                 && seen.insert((d.source_topic.clone(), d.partition, d.offset))
         });
-        self.sink.publish(&violations, &dead).await?;
+        let evidence = self.evidence_records(evidence_rows)?;
+        self.sink.publish(&violations, &dead, &evidence).await?;
+        self.metrics.evidence_records.inc_by(evidence.len() as u64);
         for d in &dead {
             self.published.dead_lettered(&d.source_topic, d.partition, d.offset);
             let topic = self.config.topic_of(&d.source_topic).map_or("unknown", Topic::name);

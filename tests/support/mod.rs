@@ -103,7 +103,7 @@ impl Tansu {
     /// The four inputs and the violations topic with `partitions` each, the
     /// dead-letter topic with one.
     pub fn create_vigil_topics(&self, partitions: u32) {
-        for topic in ["change", "ci", "access", "deploy", "vigil-violations"] {
+        for topic in ["change", "ci", "access", "deploy", "vigil-violations", "vigil-evidence"] {
             self.create_topic(topic, partitions);
         }
         self.create_topic("vigil-dead-letter", 1);

@@ -1,0 +1,67 @@
+//! Turning the evidence query's rows into chained evidence records.
+
+use std::collections::HashSet;
+
+use super::Pipeline;
+use crate::controls::Finding;
+use crate::evidence::{record_of, related_subject, EvidenceRecord, Outcome};
+use crate::schema::Topic;
+use crate::violation::violation_id;
+
+impl Pipeline {
+    /// One record per due deploy not already on the evidence topic, with
+    /// every related control's outcome, chained in its partition. Runs after
+    /// the tick's violations are known (the evidence query waits longer than
+    /// any control that judges a deploy).
+    pub(super) fn evidence_records(&mut self, findings: Vec<Finding>) -> anyhow::Result<Vec<EvidenceRecord>> {
+        if findings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partitions = self.sink.evidence_partitions()?;
+        let controls: Vec<(usize, String, String, Topic)> = self
+            .controls
+            .controls()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.meta.evidence)
+            .map(|(i, c)| (i, c.meta.id.clone(), c.version.clone(), c.meta.trigger))
+            .collect();
+        let judged: Vec<HashSet<String>> = controls
+            .iter()
+            .map(|(i, _, _, trigger)| match trigger {
+                Topic::Deploy => self.controls.decided_values(*i, "deploy_id"),
+                _ => HashSet::new(),
+            })
+            .collect();
+        let mut out = Vec::with_capacity(findings.len());
+        for finding in &findings {
+            let mut record = record_of(finding).map_err(anyhow::Error::msg)?;
+            if self.published.contains(&record.evidence_id) {
+                self.metrics.redecided.with_label_values(&["EVIDENCE"]).inc();
+                continue;
+            }
+            record.partition = record.partition.rem_euclid(partitions);
+            for ((_, id, version, trigger), judged) in controls.iter().zip(&judged) {
+                let subject = match trigger {
+                    Topic::Deploy => Some(finding.subject.clone()),
+                    _ => related_subject(finding, id),
+                };
+                let Some(subject) = subject else { continue }; // the control does not concern this deploy
+                let vid = violation_id(id, &subject);
+                let outcome = if self.published.contains(&vid) && !self.published.is_retracted(&vid) {
+                    Outcome::Violation
+                } else if *trigger != Topic::Deploy || judged.contains(&subject) {
+                    Outcome::Pass
+                } else {
+                    Outcome::NotApplicable
+                };
+                record.add_outcome(id, version, outcome, Some(vid));
+            }
+            record.chain(self.published.evidence_tail(record.partition));
+            self.published.set_evidence_tail(record.partition, record.sequence, record.hash.clone());
+            self.published.insert(&record.evidence_id);
+            out.push(record);
+        }
+        Ok(out)
+    }
+}
