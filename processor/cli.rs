@@ -121,6 +121,22 @@ pub enum Command {
         #[arg(long)]
         archive: PathBuf,
     },
+    /// Write an audit report of a period from an archive: report.html (figures,
+    /// charts, every deploy traced), report.json, deploys.csv, violations.csv.
+    Report {
+        /// First day, YYYY-MM-DD.
+        #[arg(long, value_parser = crate::report::parse_date)]
+        from: chrono::NaiveDate,
+        /// Last day (inclusive), YYYY-MM-DD.
+        #[arg(long, value_parser = crate::report::parse_date)]
+        to: chrono::NaiveDate,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        archive: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the controls reference (Markdown) generated from the control headers.
     Docs {
         /// Directory of .sql controls (default: the built-in catalogue).
@@ -193,6 +209,24 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             };
             print!("{}", report.render());
             Ok(i32::from(!report.problems.is_empty()))
+        }
+        Command::Report { from, to, service, archive, out } => {
+            if !crate::report::is_archive(&archive) {
+                anyhow::bail!(
+                    "{}: no evidence/ directory; vigil demo --archive DIR writes an archive",
+                    archive.display()
+                );
+            }
+            let options = crate::report::ReportOptions { archive, from, to, service, out };
+            let (summary, files) = crate::report::run(&options)?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            eprintln!(
+                "report: {} deploys ({} compliant), {} violations",
+                summary.deploys, summary.compliant_deploys, summary.violations
+            );
+            Ok(0)
         }
         Command::Query { sql, archive } => {
             println!("{}", crate::audit::query(&archive, &sql).await?);

@@ -49,6 +49,8 @@ pub mod metrics;
 pub mod native;
 pub mod pipeline;
 pub mod published;
+pub mod report;
+pub mod report_html;
 pub mod schema;
 pub mod sink;
 pub mod source;

@@ -214,6 +214,8 @@ fn a_demo_archive_verifies_until_one_cell_is_changed() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains(" 0 problems"), "{text}");
 
+    report_renders_in_chromium(&archive, dir.path());
+
     let query = Command::new(VIGIL)
         .args(["query", "--archive"])
         .arg(&archive)
@@ -255,4 +257,54 @@ fn a_demo_archive_verifies_until_one_cell_is_changed() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&format!("{}:3: {tampered_id} ", file.display())), "{text}");
     assert!(text.contains("modified") && text.contains(" 1 problems"), "{text}");
+}
+
+/// `vigil report` over the archive writes HTML, CSV and JSON; headless
+/// Chromium (Debian's, installed by tests/run.sh) renders the HTML with its
+/// key figures, and its screenshot is far from blank.
+fn report_renders_in_chromium(archive: &std::path::Path, dir: &std::path::Path) {
+    let out = dir.join("report");
+    let run = Command::new(VIGIL)
+        .args(["report", "--from", "2000-01-01", "--to", "2100-01-01", "--archive"])
+        .arg(archive)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let deploys = json["summary"]["deploys"].as_u64().unwrap();
+    assert!(deploys > 0);
+    let csv = std::fs::read_to_string(out.join("deploys.csv")).unwrap();
+    assert_eq!(csv.lines().count() as u64, deploys + 1, "a header and a line per deploy");
+    assert!(out.join("violations.csv").exists());
+
+    let chromium = |args: &[&str], page: &std::path::Path| {
+        let profile = tempfile::tempdir().unwrap();
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(args)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium: install Debian's chromium (tests/run.sh does)")
+    };
+    let dom = chromium(&["--dump-dom"], &out.join("report.html"));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains(&format!("<b id=\"deploys\">{deploys}</b>")), "the deploy count is not rendered");
+    assert!(dom.contains("Violations by control") && dom.contains("Every deploy, traced"));
+    let shot = |page: &std::path::Path, name: &str| {
+        let png = dir.join(name);
+        chromium(&[&format!("--screenshot={}", png.display()), "--window-size=1280,1400"], page);
+        std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0)
+    };
+    let blank = dir.join("blank.html");
+    std::fs::write(&blank, "<!DOCTYPE html><html><body></body></html>").unwrap();
+    let (report, empty) = (shot(&out.join("report.html"), "report.png"), shot(&blank, "blank.png"));
+    assert!(
+        empty > 0 && report > 5 * empty,
+        "the report's screenshot ({report} bytes) looks blank next to an empty page's ({empty})"
+    );
 }
