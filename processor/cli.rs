@@ -114,6 +114,14 @@ pub enum Command {
         #[arg(long, default_value = "vigil-evidence")]
         topic: String,
     },
+    /// Append what is new on the evidence and violations topics to a Parquet
+    /// archive (run it on a schedule; each record is archived once).
+    Archive {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        archive: PathBuf,
+    },
     /// Run SQL over an archive: tables `evidence` and `violations` (each
     /// with a `date` column from its partition folders).
     Query {
@@ -225,6 +233,21 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             eprintln!(
                 "report: {} deploys ({} compliant), {} violations",
                 summary.deploys, summary.compliant_deploys, summary.violations
+            );
+            Ok(0)
+        }
+        Command::Archive { config, archive } => {
+            let config = Config::load(&config).map_err(anyhow::Error::msg)?;
+            let (evidence, violations) = crate::audit::archive_topics(
+                &config.bootstrap_servers,
+                &config.consumer_properties,
+                &config.evidence_topic,
+                &config.violations_topic,
+                &archive,
+            )?;
+            eprintln!(
+                "archive: {evidence} evidence records and {violations} violations appended to {}",
+                archive.display()
             );
             Ok(0)
         }

@@ -92,4 +92,33 @@ fn a_scenario_in_native_formats_yields_exactly_its_violations() {
     assert_eq!(sum("vigil_events_consumed_total"), records.len() as f64);
     assert_eq!(sum("vigil_events_ignored_total"), 4.0, "incident, push, unlisted group, the pipeline's own patch");
     assert_eq!(sum("vigil_dead_letters_total"), 1.0, "the truncated payload");
+
+    // Evidence for the three finished production deploys (Argo CD, the
+    // shadow deploy, Spinnaker), archived by `vigil archive`, verified; a
+    // second run appends nothing.
+    let archive = dir.path().join("archive");
+    let run_archive = || {
+        let out = std::process::Command::new(support::VIGIL)
+            .args(["archive", "--config"])
+            .arg(&config)
+            .arg("--archive")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run_archive().contains("archive: 3 evidence records and 9 violations"), "evidence not archived");
+    assert!(run_archive().contains("archive: 0 evidence records and 0 violations"));
+    let verify =
+        std::process::Command::new(support::VIGIL).arg("verify").arg("--archive").arg(&archive).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let rows = std::process::Command::new(support::VIGIL)
+        .args(["query", "--archive"])
+        .arg(&archive)
+        .arg("SELECT deploy_id, compliant FROM evidence WHERE deploy_id = 'spin-4411'")
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&rows.stdout);
+    assert!(rows.contains("spin-4411") && rows.contains("false"), "{rows}");
 }
