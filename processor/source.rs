@@ -164,6 +164,8 @@ pub struct Source {
     topics: [String; 4],
     /// Start offsets of partitions nothing has been read from yet.
     start_offsets: HashMap<TopicPartition, (i64, Instant)>,
+    /// Watermarks asked of the broker where librdkafka had none cached.
+    asked_marks: HashMap<TopicPartition, (Option<(i64, i64)>, Instant)>,
     last_commit: BTreeMap<TopicPartition, i64>,
 }
 
@@ -207,6 +209,7 @@ impl Source {
             broadcast_partitions: Vec::new(),
             topics: config.input_topics.clone(),
             start_offsets: HashMap::new(),
+            asked_marks: HashMap::new(),
             last_commit: BTreeMap::new(),
         })
     }
@@ -374,7 +377,10 @@ impl Source {
             Topic::Access => cached_watermarks(&self.broadcast, name, tp.1),
             _ => cached_watermarks(&self.consumer, name, tp.1),
         };
-        let Some((low, high)) = cached else { return false };
+        // librdkafka caches the watermarks from fetch responses; a partition
+        // fetched only at its end may have none yet: ask the broker (at most
+        // every few seconds per partition).
+        let Some((low, high)) = cached.or_else(|| self.asked_watermarks(tp)) else { return false };
         let next = match next_offset {
             Some(n) => n,
             None => match self.start_offset(tp) {
@@ -389,6 +395,22 @@ impl Source {
     /// committed offset — asked again every few seconds while nothing has
     /// been read, as the previous owner's last commit may land after the
     /// first answer (the fetch then starts later than that answer says).
+    fn asked_watermarks(&mut self, tp: TopicPartition) -> Option<(i64, i64)> {
+        if let Some((marks, asked)) = self.asked_marks.get(&tp) {
+            if asked.elapsed() < START_OFFSET_REFRESH {
+                return *marks;
+            }
+        }
+        let name = &self.topics[tp.0.index()];
+        let marks = match tp.0 {
+            Topic::Access => self.broadcast.fetch_watermarks(name, tp.1, Duration::from_secs(2)),
+            _ => self.consumer.fetch_watermarks(name, tp.1, Duration::from_secs(2)),
+        }
+        .ok();
+        self.asked_marks.insert(tp, (marks, Instant::now()));
+        marks
+    }
+
     fn start_offset(&mut self, tp: TopicPartition) -> Option<i64> {
         if let Some((s, asked)) = self.start_offsets.get(&tp) {
             if tp.0 == Topic::Access || asked.elapsed() < START_OFFSET_REFRESH {
