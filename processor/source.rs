@@ -102,21 +102,21 @@ pub struct SourceContext {
     /// Counts revocations, so a batch can tell it spans one.
     revocations: AtomicU64,
     assigned: AtomicBool,
-    health: Arc<BrokerHealth>,
-    lag: Arc<Lag>,
+    reports: ReaderContext,
 }
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.health.note(&error, reason);
+        self.reports.error(error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
-        self.lag.record(&statistics);
+        self.reports.stats(statistics);
     }
 }
 
-/// The access reader's context: its errors and its lag.
+/// What both consumers report: errors to the broker health, statistics to
+/// the lag. It is the access reader's whole context.
 pub struct ReaderContext {
     health: Arc<BrokerHealth>,
     lag: Arc<Lag>,
@@ -190,8 +190,7 @@ impl Source {
                 revoked: Mutex::default(),
                 revocations: AtomicU64::default(),
                 assigned: AtomicBool::default(),
-                health: health.clone(),
-                lag: lag.clone(),
+                reports: ReaderContext { health: health.clone(), lag: lag.clone() },
             })
             .map_err(create_err)?;
         let names: Vec<&str> = Topic::ALL
@@ -258,7 +257,7 @@ impl Source {
                 Ok(Err(e)) => {
                     // Broker and network errors are retried inside librdkafka;
                     // they surface here for readiness and visibility only.
-                    self.consumer.context().health.note(&e, "consumer poll");
+                    self.consumer.context().reports.health.note(&e, "consumer poll");
                     if out.is_empty() {
                         tokio::time::sleep_until(
                             deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
@@ -339,7 +338,7 @@ impl Source {
     /// Whether the brokers answer. After librdkafka reported them down, asks
     /// for metadata (briefly blocking) until they do.
     pub fn broker_reachable(&self) -> bool {
-        let health = &self.consumer.context().health;
+        let health = &self.consumer.context().reports.health;
         if !health.down.load(Ordering::SeqCst) {
             return true;
         }

@@ -196,18 +196,7 @@ impl Event<'_> {
             MapError::Unmappable("customData.service is missing (and the event names no pipeline)".into())
         })?;
         let outcome = if pipeline { outcome(&text(self.event, "subject.content.outcome")?) } else { "success" };
-        Ok(Some(json!({
-            "event_id": self.id(),
-            "event_time": self.ctx.time,
-            "kind": "build",
-            "repo": self.custom("repo").unwrap_or_else(|| service.clone()),
-            "service": service,
-            "commit_sha": commit,
-            "actor": self.ctx.source,
-            "outcome": outcome,
-            "artifact_digest": digest,
-            "pipeline_run_id": text(self.event, "subject.id")?,
-        })))
+        Ok(Some(self.ci_build(commit, service, outcome, digest, Some(text(self.event, "subject.id")?))))
     }
 
     /// artifact.packaged/published: CI made (or pushed) the artifact whose
@@ -217,7 +206,19 @@ impl Event<'_> {
         let digest = purl_digest(&text(self.event, "subject.id")?)?;
         let service =
             self.custom("service").ok_or_else(|| MapError::Unmappable("customData.service is missing".into()))?;
-        Ok(Some(json!({
+        Ok(Some(self.ci_build(commit, service, "success", Some(digest), self.custom("pipeline_run_id"))))
+    }
+
+    /// A ci `build` event of this CDEvent.
+    fn ci_build(
+        &self,
+        commit: String,
+        service: String,
+        outcome: &str,
+        digest: Option<String>,
+        run: Option<String>,
+    ) -> Value {
+        json!({
             "event_id": self.id(),
             "event_time": self.ctx.time,
             "kind": "build",
@@ -225,10 +226,10 @@ impl Event<'_> {
             "service": service,
             "commit_sha": commit,
             "actor": self.ctx.source,
-            "outcome": "success",
+            "outcome": outcome,
             "artifact_digest": digest,
-            "pipeline_run_id": self.custom("pipeline_run_id"),
-        })))
+            "pipeline_run_id": run,
+        })
     }
 }
 
