@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::controls::{builtin_sources, load_dir, ControlSet, ControlSource};
 use crate::demo::{self, DemoOptions};
-use crate::embedded::produce_all;
+use crate::embedded::produce_all_with;
 use crate::generate::{generate, records, to_json, Encoding, GenConfig};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{wall_ms, Pipeline};
@@ -154,6 +154,12 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Measure the performance targets (core throughput, evaluation cost
+    /// against retained state, memory per retained event) in one run.
+    Bench(crate::bench::BenchArgs),
+    /// Re-evaluate a past period from files (JSON lines, Avro container
+    /// files, Parquet) at full speed; violations as JSON lines.
+    Replay(crate::replay::ReplayArgs),
     /// Run everything in one process: an embedded broker, a generated stream
     /// and the processor, then compare with the ground truth.
     Demo {
@@ -195,6 +201,8 @@ pub enum Command {
 pub async fn main(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run { config, queries } => run(config, queries).await.map(|_| 0),
+        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Replay(args) => crate::replay::run(args).await,
         Command::Generate { events, seed, brokers, config, format, out, truth, identities } => {
             if let Some(path) = identities {
                 std::fs::write(&path, crate::generate::identities_toml())
@@ -304,7 +312,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// The controls in `dir`, or the built-in catalogue.
-fn sources(dir: Option<&PathBuf>) -> anyhow::Result<Vec<ControlSource>> {
+pub(crate) fn sources(dir: Option<&PathBuf>) -> anyhow::Result<Vec<ControlSource>> {
     match dir {
         Some(dir) => load_dir(dir).map_err(anyhow::Error::msg),
         None => Ok(builtin_sources()),
@@ -412,12 +420,15 @@ async fn generate_cmd(
     let Some(brokers) = brokers else {
         anyhow::bail!("say where the stream goes: --brokers HOST:PORT or --out DIR");
     };
-    let topics = match &config {
-        Some(path) => Config::load(path).map_err(anyhow::Error::msg)?.input_topics,
-        None => Topic::ALL.map(|t| t.name().to_string()),
+    let (topics, properties) = match &config {
+        Some(path) => {
+            let config = Config::load(path).map_err(anyhow::Error::msg)?;
+            (config.input_topics, config.producer_properties)
+        }
+        None => (Topic::ALL.map(|t| t.name().to_string()), Default::default()),
     };
     let records = records(&catalog, &stream, format, &topics).map_err(anyhow::Error::msg)?;
-    produce_all(&brokers, &records).await?;
+    produce_all_with(&brokers, &records, &properties).await?;
     match truth_path {
         Some(path) => std::fs::write(&path, &truth_json).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{truth_json}"),

@@ -90,6 +90,10 @@ pub struct RawKafka {
     /// librdkafka properties for the consumers only (e.g. session.timeout.ms).
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producers only (e.g. linger.ms), also
+    /// used by `vigil generate --config`.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
 }
 
 impl Default for RawKafka {
@@ -99,6 +103,7 @@ impl Default for RawKafka {
             group_id: default_group(),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
         }
     }
 }
@@ -185,8 +190,9 @@ pub struct RawMetrics {
 pub struct Config {
     pub bootstrap_servers: String,
     pub group_id: String,
-    pub kafka_properties: BTreeMap<String, String>,
-    /// `kafka_properties` plus the consumer-only ones.
+    /// `kafka.properties` plus the producer-only ones.
+    pub producer_properties: BTreeMap<String, String>,
+    /// `kafka.properties` plus the consumer-only ones.
     pub consumer_properties: BTreeMap<String, String>,
     /// Kafka topic name per logical input topic.
     pub input_topics: [String; 4],
@@ -243,17 +249,16 @@ impl Config {
             .as_deref()
             .map(|a| a.parse().map_err(|e| format!("metrics.addr `{a}`: {e}; write host:port, e.g. 127.0.0.1:9464")))
             .transpose()?;
+        let with_common = |only: &BTreeMap<String, String>| {
+            let mut all = raw.kafka.properties.clone();
+            all.extend(only.iter().map(|(k, v)| (k.clone(), v.clone())));
+            all
+        };
         Ok(Config {
+            consumer_properties: with_common(&raw.kafka.consumer_properties),
+            producer_properties: with_common(&raw.kafka.producer_properties),
             bootstrap_servers: raw.kafka.bootstrap_servers,
             group_id: raw.kafka.group_id,
-            consumer_properties: raw
-                .kafka
-                .properties
-                .iter()
-                .chain(&raw.kafka.consumer_properties)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            kafka_properties: raw.kafka.properties,
             input_topics,
             formats,
             violations_topic: t.violations.clone().unwrap_or_else(|| "vigil-violations".into()),

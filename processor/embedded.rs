@@ -51,13 +51,27 @@ pub struct Record {
 
 /// Produces every record, in order per key, and waits for every ack.
 pub async fn produce_all(bootstrap: &str, records: &[Record]) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
+    produce_all_with(bootstrap, records, &Default::default()).await
+}
+
+/// [`produce_all`] with extra librdkafka producer properties (they win over
+/// the defaults: large batches, idempotence).
+pub async fn produce_all_with(
+    bootstrap: &str,
+    records: &[Record],
+    properties: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("batch.size", "1000000")
-        .set("enable.idempotence", "true")
-        .create()?;
+        .set("enable.idempotence", "true");
+    for (k, v) in properties {
+        client.set(k, v);
+    }
+    let producer: FutureProducer = client.create()?;
     let mut deliveries = Vec::with_capacity(records.len());
     for r in records {
         let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload);

@@ -14,6 +14,8 @@ use rdkafka::statistics::Statistics;
 #[derive(Default)]
 pub struct Lag {
     by_partition: Mutex<BTreeMap<(String, i32), i64>>,
+    /// librdkafka's view of each partition's fetch, for diagnosing a stall.
+    fetch: Mutex<BTreeMap<(String, i32), String>>,
 }
 
 impl Lag {
@@ -21,9 +23,24 @@ impl Lag {
     /// reports only its own topics).
     pub fn record(&self, stats: &Statistics) {
         let mut map = self.by_partition.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fetch = self.fetch.lock().unwrap_or_else(|p| p.into_inner());
         for (name, topic) in &stats.topics {
             map.retain(|(t, _), _| t != name);
             for (p, part) in &topic.partitions {
+                fetch.insert(
+                    (name.clone(), *p),
+                    format!(
+                        "fetch_state={} desired={} next={} app={} committed={} lo={} hi={} fetchq={}",
+                        part.fetch_state,
+                        part.desired,
+                        part.next_offset,
+                        part.app_offset,
+                        part.committed_offset,
+                        part.lo_offset,
+                        part.hi_offset,
+                        part.fetchq_cnt
+                    ),
+                );
                 // -1 is librdkafka's internal unassigned partition; a
                 // partition no longer desired was revoked.
                 if *p < 0 || !part.desired || part.hi_offset < 0 {
@@ -35,6 +52,11 @@ impl Lag {
                 }
             }
         }
+    }
+
+    /// librdkafka's last reported fetch state of a partition.
+    pub fn fetch_state(&self, topic: &str, partition: i32) -> Option<String> {
+        self.fetch.lock().unwrap_or_else(|p| p.into_inner()).get(&(topic.to_string(), partition)).cloned()
     }
 
     /// The latest lag of every partition.

@@ -77,7 +77,7 @@ impl Sink {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5");
-        for (k, v) in &config.kafka_properties {
+        for (k, v) in &config.producer_properties {
             client.set(k, v);
         }
         let producer = client.create_with_context(SinkContext(health)).map_err(SinkError::Create)?;

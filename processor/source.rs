@@ -390,6 +390,29 @@ impl Source {
         next >= high
     }
 
+    /// Everything [`Source::caught_up`] looks at for `tp`, for the log line
+    /// that names a partition holding the watermark back.
+    pub fn describe_progress(&self, tp: TopicPartition, next_offset: Option<i64>) -> String {
+        let name = &self.topics[tp.0.index()];
+        let cached = match tp.0 {
+            Topic::Access => cached_watermarks(&self.broadcast, name, tp.1),
+            _ => cached_watermarks(&self.consumer, name, tp.1),
+        };
+        let position = self
+            .consumer
+            .position()
+            .ok()
+            .and_then(|l| l.find_partition(name, tp.1).map(|e| format!("{:?}", e.offset())));
+        format!(
+            "{:?}/{}: next={next_offset:?} start={:?} cached_marks={cached:?} asked_marks={:?} position={position:?} librdkafka: {}",
+            tp.0,
+            tp.1,
+            self.start_offsets.get(&tp).map(|(s, at)| (*s, at.elapsed())),
+            self.asked_marks.get(&tp).map(|(m, at)| (*m, at.elapsed())),
+            self.lag.fetch_state(name, tp.1).unwrap_or_default()
+        )
+    }
+
     /// Where reading `tp` started: 0 for the access reader, else the group's
     /// committed offset — asked again every few seconds while nothing has
     /// been read, as the previous owner's last commit may land after the

@@ -142,6 +142,12 @@ pub(super) fn plain_row(schema: &EventSchema, bytes: &[u8]) -> Result<Vec<Cell>,
     datum_row(schema, &schema.avro, schema.fingerprint, bytes)
 }
 
+/// Reads a bare datum written with `writer`, resolved to the canonical schema.
+#[cfg(test)]
+pub(super) fn resolved_row(schema: &EventSchema, writer: &AvroSchema, datum: &[u8]) -> Result<Vec<Cell>, DecodeError> {
+    datum_row(schema, writer, fingerprint(writer), datum)
+}
+
 /// A reader that remembers whether anyone tried to read past its end.
 /// apache-avro decodes a union whose index is cut off by the end of input as
 /// null, so a datum truncated at a union would otherwise pass as valid.

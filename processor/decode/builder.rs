@@ -8,11 +8,14 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::fast::Slot;
 use super::Cell;
 use crate::schema::{EventSchema, FieldKind};
 
 enum Column {
     Str(StringBuilder),
+    /// An enum's text, and its symbols.
+    Enum(StringBuilder, Vec<String>),
     Long(Int64Builder),
     Int(Int32Builder),
     Bool(BooleanBuilder),
@@ -20,27 +23,28 @@ enum Column {
 }
 
 impl Column {
-    fn push(&mut self, cell: Cell) {
-        match (self, cell) {
-            (Column::Str(b), Cell::Str(s)) => b.append_value(s),
-            (Column::Long(b), Cell::Long(v)) => b.append_value(v),
-            (Column::Time(b), Cell::Long(v)) => b.append_value(v),
-            (Column::Int(b), Cell::Int(v)) => b.append_value(v),
-            (Column::Bool(b), Cell::Bool(v)) => b.append_value(v),
-            (Column::Str(b), Cell::Null) => b.append_null(),
-            (Column::Long(b), Cell::Null) => b.append_null(),
-            (Column::Time(b), Cell::Null) => b.append_null(),
-            (Column::Int(b), Cell::Null) => b.append_null(),
-            (Column::Bool(b), Cell::Null) => b.append_null(),
-            // The row decoders produce cells from the same field specs the
+    fn push(&mut self, slot: Slot<'_>) {
+        match (self, slot) {
+            (Column::Str(b) | Column::Enum(b, _), Slot::Str(s)) => b.append_value(s),
+            (Column::Enum(b, symbols), Slot::Symbol(i)) => b.append_value(&symbols[i as usize]),
+            (Column::Long(b), Slot::Long(v)) => b.append_value(v),
+            (Column::Time(b), Slot::Long(v)) => b.append_value(v),
+            (Column::Int(b), Slot::Int(v)) => b.append_value(v),
+            (Column::Bool(b), Slot::Bool(v)) => b.append_value(v),
+            (Column::Str(b) | Column::Enum(b, _), Slot::Null) => b.append_null(),
+            (Column::Long(b), Slot::Null) => b.append_null(),
+            (Column::Time(b), Slot::Null) => b.append_null(),
+            (Column::Int(b), Slot::Null) => b.append_null(),
+            (Column::Bool(b), Slot::Null) => b.append_null(),
+            // The row decoders produce values from the same field specs the
             // builders come from, so a mismatch is a bug in this module.
-            (_, cell) => unreachable!("cell {cell:?} does not fit its column"),
+            (_, slot) => unreachable!("value {slot:?} does not fit its column"),
         }
     }
 
     fn finish(&mut self) -> ArrayRef {
         match self {
-            Column::Str(b) => Arc::new(b.finish()),
+            Column::Str(b) | Column::Enum(b, _) => Arc::new(b.finish()),
             Column::Long(b) => Arc::new(b.finish()),
             Column::Int(b) => Arc::new(b.finish()),
             Column::Bool(b) => Arc::new(b.finish()),
@@ -62,8 +66,9 @@ impl BatchBuilder {
         let columns = schema
             .fields
             .iter()
-            .map(|f| match f.kind {
-                FieldKind::Str | FieldKind::Enum(_) => Column::Str(StringBuilder::new()),
+            .map(|f| match &f.kind {
+                FieldKind::Str => Column::Str(StringBuilder::new()),
+                FieldKind::Enum(symbols) => Column::Enum(StringBuilder::new(), symbols.clone()),
                 FieldKind::Long => Column::Long(Int64Builder::new()),
                 FieldKind::Int => Column::Int(Int32Builder::new()),
                 FieldKind::Bool => Column::Bool(BooleanBuilder::new()),
@@ -80,9 +85,21 @@ impl BatchBuilder {
     }
 
     pub(super) fn push(&mut self, row: Vec<Cell>, partition: i32, offset: i64) {
-        for (column, cell) in self.columns.iter_mut().zip(row) {
-            column.push(cell);
+        for (column, cell) in self.columns.iter_mut().zip(&row) {
+            column.push(cell.as_slot());
         }
+        self.end_row(partition, offset);
+    }
+
+    /// Adds a row read by the fast Avro path.
+    pub(super) fn push_slots(&mut self, row: &[Slot<'_>], partition: i32, offset: i64) {
+        for (column, slot) in self.columns.iter_mut().zip(row) {
+            column.push(*slot);
+        }
+        self.end_row(partition, offset);
+    }
+
+    fn end_row(&mut self, partition: i32, offset: i64) {
         self.partitions.append_value(partition);
         self.offsets.append_value(offset);
         self.rows += 1;

@@ -12,6 +12,7 @@
 
 mod avro;
 mod builder;
+mod fast;
 mod json;
 
 use std::sync::Arc;
@@ -132,6 +133,18 @@ pub(crate) enum Cell {
     Bool(bool),
 }
 
+impl Cell {
+    pub(crate) fn as_slot(&self) -> fast::Slot<'_> {
+        match self {
+            Cell::Null => fast::Slot::Null,
+            Cell::Str(s) => fast::Slot::Str(s),
+            Cell::Long(v) => fast::Slot::Long(*v),
+            Cell::Int(v) => fast::Slot::Int(*v),
+            Cell::Bool(v) => fast::Slot::Bool(*v),
+        }
+    }
+}
+
 /// Kafka record headers, in order: name and value (None for a null value).
 pub type Headers = Vec<(String, Option<Vec<u8>>)>;
 
@@ -192,6 +205,11 @@ pub struct Decoder {
     bounds: TimeBounds,
     max_bytes: usize,
     native: Arc<NativeConfig>,
+    /// The canonical schema compiled for bare datums (`avro-plain`).
+    plain: Option<Arc<fast::Plan>>,
+    /// Writer schemas compiled for the fast path, by schema id (None: that
+    /// writer is read the slow way).
+    plans: std::sync::Mutex<std::collections::HashMap<u32, Option<Arc<fast::Plan>>>>,
 }
 
 /// Default largest payload accepted: 1 MiB.
@@ -200,7 +218,17 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 impl Decoder {
     pub fn new(schema: Arc<EventSchema>, resolver: Arc<SchemaResolver>, format: Format, bounds: TimeBounds) -> Decoder {
         let native = Arc::new(NativeConfig::default());
-        Decoder { schema, resolver, format, bounds, max_bytes: DEFAULT_MAX_MESSAGE_BYTES, native }
+        let plain = fast::Plan::compile(&schema.avro, &schema).map(Arc::new);
+        Decoder {
+            schema,
+            resolver,
+            format,
+            bounds,
+            max_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            native,
+            plain,
+            plans: Default::default(),
+        }
     }
 
     /// What tools' events mean (`[native]` config), for the native formats.
@@ -226,7 +254,24 @@ impl Decoder {
         let mut rejects = Vec::new();
         let mut max_time: Vec<(i32, i64)> = Vec::new();
         let mut ignored = 0;
+        let mut slots = Vec::new();
+        let mut current = None;
         for m in messages {
+            if let Some((plan, datum)) = self.fast_plan(m.payload, &mut current) {
+                if plan.read(datum, &mut slots).is_some() {
+                    let fast::Slot::Long(t) = slots[self.schema.time_index] else {
+                        unreachable!("event_time is a required timestamp")
+                    };
+                    match self.check_time(t, now_ms) {
+                        Ok(()) => {
+                            note_max(&mut max_time, m.partition, t);
+                            builder.push_slots(&slots, m.partition, m.offset);
+                        }
+                        Err(error) => rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
+                    }
+                    continue;
+                }
+            }
             match self.decode_one(m.payload, m.headers, now_ms) {
                 Ok(rows) if rows.is_empty() => ignored += 1,
                 Ok(rows) => {
@@ -235,10 +280,7 @@ impl Decoder {
                             Cell::Long(t) => t,
                             _ => unreachable!("event_time is checked to be a timestamp"),
                         };
-                        match max_time.iter_mut().find(|(p, _)| *p == m.partition) {
-                            Some((_, max)) => *max = (*max).max(t),
-                            None => max_time.push((m.partition, t)),
-                        }
+                        note_max(&mut max_time, m.partition, t);
                         builder.push(row, m.partition, m.offset);
                     }
                 }
@@ -246,6 +288,38 @@ impl Decoder {
             }
         }
         Decoded { batch: builder.finish(), rejects, max_time, ignored }
+    }
+
+    /// The compiled plan and the datum of an Avro payload the fast path may
+    /// read; `current` keeps the last schema id's plan between messages.
+    fn fast_plan<'p, 'c>(
+        &self,
+        payload: Option<&'p [u8]>,
+        current: &'c mut Option<(u32, Option<Arc<fast::Plan>>)>,
+    ) -> Option<(&'c fast::Plan, &'p [u8])> {
+        let bytes = payload.filter(|p| !p.is_empty() && p.len() <= self.max_bytes)?;
+        match self.format {
+            Format::AvroPlain => {
+                *current = Some((u32::MAX, self.plain.clone()));
+                Some((current.as_ref()?.1.as_deref()?, bytes))
+            }
+            Format::Avro | Format::Auto if bytes[0] == 0 && bytes.len() >= 5 => {
+                let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                if current.as_ref().is_none_or(|(known, _)| *known != id) {
+                    let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+                    let plan = plans
+                        .entry(id)
+                        .or_insert_with(|| {
+                            let writer = self.resolver.resolve(id).ok()?;
+                            fast::Plan::compile(&writer.schema, &self.schema).map(Arc::new)
+                        })
+                        .clone();
+                    *current = Some((id, plan));
+                }
+                Some((current.as_ref()?.1.as_deref()?, &bytes[5..]))
+            }
+            _ => None,
+        }
     }
 
     /// The rows of one payload: one for the canonical formats, zero or more
@@ -281,7 +355,7 @@ impl Decoder {
                 _ => return Err(DecodeError::UnknownEncoding(bytes[0])),
             },
         };
-        self.check_times(&row, now_ms)?;
+        self.check_row_time(&row, now_ms)?;
         Ok(vec![row])
     }
 
@@ -299,29 +373,40 @@ impl Decoder {
         let mut rows = Vec::with_capacity(events.len());
         for event in events {
             let row = json::object_row(&self.schema, &event)?;
-            self.check_times(&row, now_ms)?;
+            self.check_row_time(&row, now_ms)?;
             rows.push(row);
         }
         Ok(rows)
     }
 
-    fn check_times(&self, row: &[Cell], now_ms: i64) -> Result<(), DecodeError> {
+    fn check_row_time(&self, row: &[Cell], now_ms: i64) -> Result<(), DecodeError> {
+        match row[self.schema.time_index] {
+            Cell::Long(t) => self.check_time(t, now_ms),
+            _ => unreachable!("event_time is checked to be a timestamp"),
+        }
+    }
+
+    /// Only the event time is bounded: window ends and expiries may
+    /// legitimately lie far ahead.
+    fn check_time(&self, t: i64, now_ms: i64) -> Result<(), DecodeError> {
         let lo = now_ms.saturating_sub(self.bounds.max_age_ms);
         let hi = now_ms.saturating_add(self.bounds.max_future_ms);
-        for (spec, cell) in self.schema.fields.iter().zip(row) {
-            if let (crate::schema::FieldKind::Timestamp, Cell::Long(t)) = (&spec.kind, cell) {
-                // Only the event time is bounded: window ends and expiries may
-                // legitimately lie far ahead.
-                if spec.name == "event_time" && (*t < lo || *t > hi) {
-                    return Err(DecodeError::TimeOutOfRange {
-                        field: spec.name.clone(),
-                        value: format_ms(*t),
-                        bounds: format!("{} .. {}", format_ms(lo), format_ms(hi)),
-                    });
-                }
-            }
+        if t < lo || t > hi {
+            return Err(DecodeError::TimeOutOfRange {
+                field: self.schema.fields[self.schema.time_index].name.clone(),
+                value: format_ms(t),
+                bounds: format!("{} .. {}", format_ms(lo), format_ms(hi)),
+            });
         }
         Ok(())
+    }
+}
+
+/// Raises `partition`'s highest event time to `t`.
+fn note_max(max_time: &mut Vec<(i32, i64)>, partition: i32, t: i64) {
+    match max_time.iter_mut().find(|(p, _)| *p == partition) {
+        Some((_, max)) => *max = (*max).max(t),
+        None => max_time.push((partition, t)),
     }
 }
 

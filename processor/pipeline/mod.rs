@@ -280,7 +280,12 @@ impl Pipeline {
         self.metrics.assigned_partitions.set(assigned.len() as i64);
         let watermark = self.watermarks.advance(now, wall_ms());
         if watermark.is_none() && self.status.ticks % 50 == 49 {
-            let waiting = self.watermarks.waiting_on(now);
+            let waiting: Vec<String> = self
+                .watermarks
+                .waiting_on(now)
+                .into_iter()
+                .map(|tp| self.source.describe_progress(tp, self.next_offsets.get(&tp).copied()))
+                .collect();
             tracing::info!(?waiting, "no watermark yet: waiting for these partitions to be read or caught up");
         }
         let mut violations = Vec::new();

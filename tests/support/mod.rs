@@ -126,10 +126,21 @@ pub fn write_config(dir: &Path, bootstrap: &str, group: &str, metrics_port: u16)
 }
 
 /// `vigil generate` into the broker; returns the expected violation ids.
+///
+/// One record per producer batch: tansu (0.6) answers a fetch from an offset
+/// inside a stored batch with the batches that start after it — nothing at
+/// all inside the partition's last batch — where Kafka returns the batch
+/// holding the offset. Vigil commits whatever offset its state still needs,
+/// so a restarted or rebalanced instance would fetch mid-batch and skip
+/// records, or wait forever for them.
 pub fn generate(bootstrap: &str, events: usize, seed: u64, dir: &Path) -> Vec<String> {
     let truth_path = dir.join("truth.json");
+    let config = dir.join("generate.toml");
+    std::fs::write(&config, "[kafka.producer_properties]\n\"batch.num.messages\" = \"1\"\n").unwrap();
     let status = Command::new(VIGIL)
         .args(["generate", "--events", &events.to_string(), "--seed", &seed.to_string(), "--brokers", bootstrap])
+        .arg("--config")
+        .arg(&config)
         .arg("--truth")
         .arg(&truth_path)
         .stderr(Stdio::null())

@@ -1,0 +1,193 @@
+//! In-process measurements: the core pipeline's throughput, the memory a
+//! retained event costs, and how evaluation cost grows with retained state.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, RawConfig};
+use crate::controls::builtin_sources;
+use crate::decode::{Format, RawMessage};
+use crate::engine::{messages_of, Engine};
+use crate::generate::{generate, to_avro, Event, GenConfig};
+use crate::pipeline::wall_ms;
+use crate::schema::{Catalog, Topic};
+use crate::violation::violation_id;
+
+/// Messages per decode batch, as the pipeline reads them.
+const BATCH: usize = 8192;
+/// Batches between two evaluations: about every 65k events.
+const DECIDE_EVERY: usize = 8;
+
+/// The config the benchmarks run with: Confluent Avro on every topic, the
+/// generated organisation's identities, everything else default.
+pub fn config() -> anyhow::Result<Config> {
+    let mut raw = RawConfig { identities: crate::generate::identities(), ..RawConfig::default() };
+    for topic in Topic::ALL {
+        raw.formats.insert(topic.name().to_string(), Format::Avro);
+    }
+    Config::validate(raw).map_err(anyhow::Error::msg)
+}
+
+/// Generated events encoded as the Confluent Avro a producer would send.
+pub fn encode(catalog: &Catalog, events: &[Event]) -> anyhow::Result<Vec<(Topic, Vec<u8>)>> {
+    events
+        .iter()
+        .map(|e| Ok((e.topic, to_avro(catalog.event(e.topic), &e.fields).map_err(anyhow::Error::msg)?)))
+        .collect()
+}
+
+/// Feeds one chunk of payloads (any topics) to the engine, topic by topic.
+pub async fn feed(engine: &mut Engine, chunk: &[(Topic, Vec<u8>)], first_offset: i64, now: i64) -> anyhow::Result<()> {
+    for topic in Topic::ALL {
+        engine.ingest(topic, messages_of(chunk, topic, first_offset), now).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct CoreRun {
+    pub events: usize,
+    pub seconds: f64,
+    pub events_per_s: f64,
+    pub violations: usize,
+    pub expected_violations: usize,
+    /// The violations found equal the generator's ground truth.
+    pub exact: bool,
+    pub retained_events: usize,
+    /// Arrow's own count of the retained batches' buffers.
+    pub retained_arrow_bytes: usize,
+    /// Growth of the process's resident memory while the events were taken in.
+    pub resident_growth_bytes: i64,
+}
+
+/// Decode → Arrow → state → all controls over `events` pre-encoded events
+/// of the generator's mix, deciding every ~65k events as the watermark moves.
+pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
+    let now = wall_ms();
+    let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let (stream, truth) = generate(&GenConfig::new(events, seed, now));
+    let payloads = encode(&catalog, &stream)?;
+    let last_time = stream.last().map_or(now, |e| e.time_ms);
+    drop(stream);
+    let config = config()?;
+    let mut engine = Engine::new(&config, &builtin_sources()).await?;
+    let mut found = std::collections::BTreeSet::new();
+    let resident_before = resident_bytes();
+    let started = Instant::now();
+    for (n, chunk) in payloads.chunks(BATCH).enumerate() {
+        feed(&mut engine, chunk, (n * BATCH) as i64, now).await?;
+        if n % DECIDE_EVERY == DECIDE_EVERY - 1 {
+            if let Some(w) = engine.watermark() {
+                let evaluations = engine.decide(w).await?;
+                collect(&engine, evaluations, &mut found);
+            }
+        }
+    }
+    // The end of the stream: everything due by then is decided.
+    let end = last_time + 2 * 86_400_000;
+    let evaluations = engine.decide(end).await?;
+    collect(&engine, evaluations, &mut found);
+    let seconds = started.elapsed().as_secs_f64();
+    let resident_growth_bytes = resident_bytes() - resident_before;
+    let usage = Topic::ALL.map(|t| engine.state.usage(t));
+    let expected: std::collections::BTreeSet<String> = truth.violations.iter().map(|v| v.id.clone()).collect();
+    Ok(CoreRun {
+        events,
+        seconds,
+        events_per_s: events as f64 / seconds,
+        violations: found.len(),
+        expected_violations: expected.len(),
+        exact: found == expected,
+        retained_events: usage.iter().map(|u| u.rows).sum(),
+        retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
+        resident_growth_bytes,
+    })
+}
+
+fn collect(
+    engine: &Engine,
+    evaluations: Vec<crate::controls::Evaluation>,
+    found: &mut std::collections::BTreeSet<String>,
+) {
+    for evaluation in evaluations {
+        let meta = &engine.controls.controls()[evaluation.control].meta;
+        if meta.evidence {
+            continue;
+        }
+        found.extend(evaluation.findings.iter().map(|f| violation_id(&meta.id, &f.subject)));
+    }
+}
+
+/// The process's resident set size, from /proc (0 where there is none).
+pub fn resident_bytes() -> i64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: i64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvalRun {
+    pub retained_events: usize,
+    pub due_deploys: usize,
+    /// Median over the repetitions.
+    pub seconds: f64,
+    pub repetitions: usize,
+    pub retained_arrow_bytes: usize,
+    pub resident_growth_bytes: i64,
+}
+
+/// Evaluates `due` production deploys against `retained` events in state:
+/// state filled in generator weeks laid end to end (seeds differ), then the
+/// last week's first `due` production deploys admitted and decided at once.
+pub async fn evaluation(retained: usize, due: usize, repetitions: usize) -> anyhow::Result<EvalRun> {
+    const WEEK: usize = 1_000_000;
+    let now = wall_ms();
+    let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let mut engine = Engine::new(&config()?, &builtin_sources()).await?;
+    let resident_before = resident_bytes();
+    let weeks = retained.div_ceil(WEEK);
+    let mut triggers = Vec::new();
+    let mut offset = 0i64;
+    for week in 0..weeks {
+        let events = WEEK.min(retained - week * WEEK);
+        let mut gen = GenConfig::new(events, 100 + week as u64, now);
+        gen.end_ms -= (weeks - 1 - week) as i64 * i64::from(gen.days) * 86_400_000;
+        let (stream, _) = generate(&gen);
+        let payloads = encode(&catalog, &stream)?;
+        if week == weeks - 1 {
+            triggers = payloads
+                .iter()
+                .zip(&stream)
+                .filter(|(_, e)| e.topic == Topic::Deploy && e.fields["environment"] == "production")
+                .map(|(p, _)| p.1.clone())
+                .take(due)
+                .collect();
+        }
+        for chunk in payloads.chunks(BATCH) {
+            engine.load(chunk, offset, now)?;
+            offset += chunk.len() as i64;
+        }
+    }
+    let resident_growth_bytes = resident_bytes() - resident_before;
+    let usage = Topic::ALL.map(|t| engine.state.usage(t));
+    let mut times = Vec::with_capacity(repetitions);
+    for _ in 0..repetitions {
+        let raw = triggers.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
+        engine.admit_only(Topic::Deploy, raw, now)?;
+        let started = Instant::now();
+        let evaluations = engine.controls.evaluate(i64::MAX / 2).await?;
+        times.push(started.elapsed());
+        anyhow::ensure!(!evaluations.is_empty(), "nothing was due");
+        engine.controls.reset();
+    }
+    times.sort();
+    Ok(EvalRun {
+        retained_events: usage.iter().map(|u| u.rows).sum(),
+        due_deploys: triggers.len(),
+        seconds: times.get(times.len() / 2).copied().unwrap_or(Duration::ZERO).as_secs_f64(),
+        repetitions,
+        retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
+        resident_growth_bytes,
+    })
+}

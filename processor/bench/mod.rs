@@ -1,0 +1,117 @@
+//! `vigil bench`: the performance targets, measured in one run on this
+//! machine and written as JSON with the raw figures behind every ratio.
+//!
+//! Comparisons are ratios of two measurements taken in the same run, so a
+//! busy machine slows both sides alike. Nothing here asserts a time; the
+//! command reports whether each target was met (and `--check` turns a
+//! missed one into exit status 1).
+
+pub mod core;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Write the results here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Events through the core pipeline.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// The larger retained state of the evaluation-cost comparison (the
+    /// smaller is a tenth of it).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub retained: usize,
+    /// Due production deploys in the evaluation-cost comparison.
+    #[arg(long, default_value_t = 1_000)]
+    pub due: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Exit 1 unless every target is met.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// One target: the figure, the bound and whether it holds.
+#[derive(Debug, Serialize)]
+struct Target {
+    name: &'static str,
+    value: Option<f64>,
+    bound: &'static str,
+    met: bool,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    eprintln!("bench: core pipeline, {} pre-encoded Avro events…", args.events);
+    let core = core::core(args.events, args.seed).await?;
+    eprintln!(
+        "bench: core {:.0} events/s ({} violations, {})",
+        core.events_per_s,
+        core.violations,
+        if core.exact { "equal to the ground truth" } else { "DIFFERENT from the ground truth" }
+    );
+    let small = args.retained / 10;
+    eprintln!("bench: evaluating {} due deploys against {} retained events…", args.due, small);
+    let eval_small = core::evaluation(small, args.due, 5).await?;
+    eprintln!("bench:   {:.3} s", eval_small.seconds);
+    eprintln!("bench: evaluating {} due deploys against {} retained events…", args.due, args.retained);
+    let eval_large = core::evaluation(args.retained, args.due, 5).await?;
+    eprintln!("bench:   {:.3} s", eval_large.seconds);
+    let eval_ratio = eval_large.seconds / eval_small.seconds;
+    let bytes_per_event = eval_large.retained_arrow_bytes as f64 / eval_large.retained_events.max(1) as f64;
+
+    let targets = [
+        Target {
+            name: "core_events_per_s",
+            value: Some(core.events_per_s),
+            bound: ">= 1000000",
+            met: core.exact && core.events_per_s >= 1e6,
+        },
+        Target { name: "e2e_ratio_vs_bare_consumer", value: None, bound: ">= 0.9", met: false },
+        Target { name: "eval_cost_ratio_10m_vs_1m", value: Some(eval_ratio), bound: "< 2", met: eval_ratio < 2.0 },
+        Target {
+            name: "bytes_per_retained_event",
+            value: Some(bytes_per_event),
+            bound: "<= 200",
+            met: bytes_per_event <= 200.0,
+        },
+        Target { name: "p99_decision_latency_past_grace_s", value: None, bound: "<= 1", met: false },
+    ];
+    let mut out = serde_json::Map::new();
+    for t in &targets {
+        out.insert(t.name.to_string(), t.value.map_or(Value::Null, |v| json!(v)));
+    }
+    out.insert("all_targets_met".into(), json!(targets.iter().all(|t| t.met)));
+    out.insert("targets".into(), serde_json::to_value(&targets)?);
+    out.insert(
+        "raw".into(),
+        json!({
+            "core": core,
+            "eval_small": eval_small,
+            "eval_large": eval_large,
+            "machine": machine(),
+        }),
+    );
+    let text = serde_json::to_string_pretty(&Value::Object(out))? + "\n";
+    match &args.json {
+        Some(path) => std::fs::write(path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => print!("{text}"),
+    }
+    for t in &targets {
+        let value = t.value.map_or("not measured".to_string(), |v| format!("{v:.3}"));
+        eprintln!("{:<36} {:>16}  target {:<10} {}", t.name, value, t.bound, if t.met { "met" } else { "NOT met" });
+    }
+    Ok(i32::from(args.check && !targets.iter().all(|t| t.met)))
+}
+
+/// What the figures were measured on.
+fn machine() -> Value {
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "version": env!("CARGO_PKG_VERSION"),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}

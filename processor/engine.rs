@@ -1,0 +1,203 @@
+//! The processing core without Kafka: payloads → decode → state and pending
+//! triggers → controls at a watermark → eviction. `vigil replay` and the
+//! benchmarks drive it from files and memory; the streaming pipeline does
+//! the same steps around its source and sink (plus partition ownership,
+//! dead letters and commits).
+//!
+//! The watermark here is the lowest, over the topics seen, of each topic's
+//! highest event time, minus the allowed lateness: input from files has no
+//! partitions to wait for or go idle.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::controls::{Amendment, ControlSet, ControlSource, Evaluation};
+use crate::decode::{Decoder, Format, RawMessage, Reject, SchemaResolver};
+use crate::schema::{Catalog, Topic};
+use crate::state::State;
+
+pub struct Engine {
+    catalog: Arc<Catalog>,
+    decoders: [Decoder; 4],
+    /// Decoders for inputs whose format is not the topic's configured one
+    /// (replayed Avro container and Parquet files), made on first use.
+    other_formats: Vec<(Topic, Format, Decoder)>,
+    make_decoder: Box<dyn Fn(Topic, Format) -> Decoder + Send>,
+    pub state: State,
+    pub controls: ControlSet,
+    lateness_ms: i64,
+    /// Highest event time read per topic.
+    max_event: [Option<i64>; 4],
+    /// Topics the watermark waits for (default: those read so far).
+    expected: Vec<Topic>,
+    watermark: Option<i64>,
+}
+
+/// What one call to [`Engine::ingest`] read.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub rows: usize,
+    pub ignored: usize,
+    pub rejects: Vec<Reject>,
+    /// The newest event time among the rows.
+    pub max_time: Option<i64>,
+    /// Decisions that late rows changed.
+    pub amendments: Vec<Amendment>,
+}
+
+impl Engine {
+    /// Plans the controls (plus the built-in evidence query unless one is
+    /// given) with the config's formats, schemas, identities and lateness.
+    pub async fn new(config: &Config, sources: &[ControlSource]) -> anyhow::Result<Engine> {
+        let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+        let resolver = Arc::new(
+            SchemaResolver::new(config.schemas_dir.as_deref(), config.schema_registry_url.clone())
+                .map_err(anyhow::Error::msg)?,
+        );
+        let make_decoder = {
+            let (catalog, bounds) = (catalog.clone(), config.time_bounds);
+            let (native, max_bytes) = (config.native.clone(), config.max_message_bytes);
+            move |t: Topic, format| {
+                Decoder::new(catalog.event(t).clone(), resolver.clone(), format, bounds)
+                    .with_native(native.clone())
+                    .with_max_bytes(max_bytes)
+            }
+        };
+        let decoders = Topic::ALL.map(|t| make_decoder(t, config.formats[t.index()]));
+        let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+        let mut sources = sources.to_vec();
+        if !sources.iter().any(|s| s.sql.contains("-- record: evidence")) {
+            sources.push(crate::controls::builtin_evidence());
+        }
+        let controls = ControlSet::plan(&sources, &catalog, &state, &config.identities).await?;
+        Ok(Engine {
+            catalog,
+            decoders,
+            other_formats: Vec::new(),
+            make_decoder: Box::new(make_decoder),
+            state,
+            controls,
+            lateness_ms: config.watermarks.allowed_lateness_ms,
+            max_event: [None; 4],
+            expected: Vec::new(),
+            watermark: None,
+        })
+    }
+
+    /// Decodes `messages` of `topic` and takes in the good rows: triggers to
+    /// the controls, events to state. `now_ms` is the wall clock for the
+    /// decoder's event-time bounds.
+    pub async fn ingest<'a>(
+        &mut self,
+        topic: Topic,
+        messages: impl IntoIterator<Item = RawMessage<'a>>,
+        now_ms: i64,
+    ) -> anyhow::Result<Ingested> {
+        self.ingest_as(topic, None, messages, now_ms).await
+    }
+
+    /// [`Engine::ingest`], reading the payloads in `format` instead of the
+    /// topic's configured one.
+    pub async fn ingest_as<'a>(
+        &mut self,
+        topic: Topic,
+        format: Option<Format>,
+        messages: impl IntoIterator<Item = RawMessage<'a>>,
+        now_ms: i64,
+    ) -> anyhow::Result<Ingested> {
+        let decoder = match format {
+            None => &self.decoders[topic.index()],
+            Some(format) => {
+                let known = self.other_formats.iter().position(|(t, f, _)| *t == topic && *f == format);
+                let at = known.unwrap_or_else(|| {
+                    self.other_formats.push((topic, format, (self.make_decoder)(topic, format)));
+                    self.other_formats.len() - 1
+                });
+                &self.other_formats[at].2
+            }
+        };
+        let decoded = decoder.decode(messages, now_ms);
+        let mut out = Ingested { ignored: decoded.ignored, rejects: decoded.rejects, ..Ingested::default() };
+        for (_, t) in decoded.max_time {
+            let max = &mut self.max_event[topic.index()];
+            *max = Some(max.map_or(t, |m| m.max(t)));
+            out.max_time = Some(out.max_time.map_or(t, |m: i64| m.max(t)));
+        }
+        if let Some(batch) = decoded.batch {
+            out.rows = batch.num_rows();
+            self.controls.admit(topic, &batch, self.watermark)?;
+            let time_index = self.catalog.event(topic).time_index;
+            out.amendments =
+                self.controls.append_amending(&mut self.state, topic, batch, time_index, self.watermark).await?;
+        }
+        Ok(out)
+    }
+
+    /// Decodes payloads of any topics straight into state, deciding nothing:
+    /// history the benchmarks evaluate against.
+    pub fn load(&mut self, chunk: &[(Topic, Vec<u8>)], first_offset: i64, now_ms: i64) -> anyhow::Result<()> {
+        for topic in Topic::ALL {
+            let decoded = self.decoders[topic.index()].decode(messages_of(chunk, topic, first_offset), now_ms);
+            anyhow::ensure!(decoded.rejects.is_empty(), "{topic}: {:?}", decoded.rejects.first());
+            if let Some(batch) = decoded.batch {
+                self.state.append(topic, batch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes `messages` and offers them to the controls as triggers only.
+    pub fn admit_only<'a>(
+        &mut self,
+        topic: Topic,
+        messages: impl IntoIterator<Item = RawMessage<'a>>,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        if let Some(batch) = self.decoders[topic.index()].decode(messages, now_ms).batch {
+            self.controls.admit(topic, &batch, None)?;
+        }
+        Ok(())
+    }
+
+    /// Holds the watermark back until each of `topics` has been read from.
+    pub fn expect(&mut self, topics: Vec<Topic>) {
+        self.expected = topics;
+    }
+
+    /// The watermark the events read so far allow (it never goes back).
+    pub fn watermark(&mut self) -> Option<i64> {
+        if self.expected.iter().any(|t| self.max_event[t.index()].is_none()) {
+            return self.watermark;
+        }
+        let lowest = self.max_event.iter().flatten().min()?;
+        let candidate = lowest.saturating_sub(self.lateness_ms);
+        self.watermark = Some(self.watermark.map_or(candidate, |w| w.max(candidate)));
+        self.watermark
+    }
+
+    /// Runs every control over its triggers due at `watermark`, then evicts
+    /// what no later decision needs.
+    pub async fn decide(&mut self, watermark: i64) -> anyhow::Result<Vec<Evaluation>> {
+        self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        let evaluations = self.controls.evaluate(watermark).await?;
+        let horizons =
+            Topic::ALL.map(|t| watermark.saturating_sub(crate::duration::millis(self.controls.retention(t))));
+        self.state.evict(horizons);
+        self.controls.evict_decided(watermark);
+        Ok(evaluations)
+    }
+}
+
+/// The messages of `topic` in a chunk of payloads of any topics, at offsets
+/// counted from `first_offset` (partition 0).
+pub fn messages_of(
+    chunk: &[(Topic, Vec<u8>)],
+    topic: Topic,
+    first_offset: i64,
+) -> impl Iterator<Item = RawMessage<'_>> {
+    chunk
+        .iter()
+        .enumerate()
+        .filter(move |(_, (t, _))| *t == topic)
+        .map(move |(i, (_, p))| RawMessage::new(Some(p), 0, first_offset + i as i64))
+}

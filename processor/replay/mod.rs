@@ -1,0 +1,252 @@
+//! `vigil replay`: re-evaluate a past period from files at full speed —
+//! an audit period, a backfill after an outage, a new control tried on
+//! history.
+//!
+//! Inputs are merged by event time a chunk at a time: the next chunk always
+//! comes from the file whose events read so far are oldest, so files that
+//! are each in time order (as exports are) replay as one stream. The
+//! watermark is the lowest, over the input topics, of each one's newest
+//! event minus the allowed lateness; out-of-order rows within it are late
+//! and amend decisions exactly as in the stream. At the end everything due
+//! by the last event (or `--until`) is decided; what falls due later is
+//! reported as undecided.
+
+mod input;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::config::{Config, RawConfig};
+use crate::controls::{Amendment, Evaluation};
+use crate::decode::{Format, RawMessage};
+use crate::engine::Engine;
+use crate::pipeline::wall_ms;
+use crate::schema::Catalog;
+use crate::violation::Violation;
+pub use input::{InputFile, Kind};
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// Files or directories of events: TOPIC=PATH, or files named after
+    /// their topic (deploy.jsonl, ci-q1.avro, change.parquet).
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Config for formats, lateness, identities and [native] (default: the defaults).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Directory of .sql controls (default: controls.dir, or the built-in catalogue).
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Write the violations here as JSON lines (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Decide everything due by this time (RFC 3339) at the end; default:
+    /// the newest event's time.
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("`{text}`: {e}; write RFC 3339, e.g. 2026-03-31T23:59:59Z"))
+}
+
+/// Payloads per chunk read from one file.
+const CHUNK: usize = 8192;
+/// Chunks between two decisions.
+const DECIDE_EVERY: usize = 8;
+
+pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(anyhow::Error::msg)?,
+        None => Config::validate(RawConfig::default()).map_err(anyhow::Error::msg)?,
+    };
+    let sources = crate::cli::sources(args.queries.as_ref().or(config.controls_dir.as_ref()))?;
+    let mut files = Vec::new();
+    for arg in &args.inputs {
+        files.extend(InputFile::parse_all(arg)?);
+    }
+    let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let mut readers = files
+        .into_iter()
+        .map(|f| input::Reader::open(f.clone(), catalog.event(f.topic)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut engine = Engine::new(&config, &sources).await?;
+    engine.expect(readers.iter().map(|r| r.file.topic).collect());
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let mut run = Run { started: Some(Instant::now()), ..Run::default() };
+    let now = wall_ms();
+    // Newest event time read per file: the oldest file is read next.
+    let mut newest: Vec<Option<i64>> = vec![None; readers.len()];
+    let mut chunks = 0usize;
+    loop {
+        let next = (0..readers.len()).filter(|i| !readers[*i].done).min_by_key(|i| newest[*i].unwrap_or(i64::MIN));
+        let Some(i) = next else { break };
+        let reader = &mut readers[i];
+        let mut bad = Vec::new();
+        let chunk = reader.chunk(CHUNK, &mut bad)?;
+        let (topic, path) = (reader.file.topic, reader.file.path.display().to_string());
+        for (position, reason) in bad {
+            run.reject(&path, position, "avro", &reason);
+        }
+        let format = match reader.file.kind {
+            Kind::JsonLines => None,
+            Kind::Avro => Some(Format::AvroPlain),
+            Kind::Parquet => Some(Format::Json),
+        };
+        let messages = chunk.iter().map(|(position, p)| RawMessage::new(Some(p), 0, *position));
+        let ingested = engine.ingest_as(topic, format, messages, now).await?;
+        run.events += chunk.len();
+        run.rows += ingested.rows;
+        run.ignored += ingested.ignored;
+        for r in &ingested.rejects {
+            run.reject(&path, r.offset, r.error.reason(), &r.error.to_string());
+        }
+        if let Some(t) = ingested.max_time {
+            newest[i] = Some(newest[i].map_or(t, |n| n.max(t)));
+        }
+        run.amend(&engine, ingested.amendments, &mut out)?;
+        chunks += 1;
+        if chunks % DECIDE_EVERY == 0 {
+            if let Some(w) = engine.watermark() {
+                let evaluations = engine.decide(w).await?;
+                run.write(&engine, evaluations, &mut out)?;
+            }
+        }
+        run.progress(&readers);
+    }
+    let end = args.until.or(newest.iter().flatten().max().copied());
+    if let Some(end) = end {
+        let evaluations = engine.decide(end).await?;
+        run.write(&engine, evaluations, &mut out)?;
+    }
+    out.flush()?;
+    run.summary(engine.controls.pending_rows());
+    Ok(0)
+}
+
+/// What a replay has done so far.
+#[derive(Default)]
+struct Run {
+    started: Option<Instant>,
+    events: usize,
+    rows: usize,
+    ignored: usize,
+    rejected: BTreeMap<&'static str, usize>,
+    violations: BTreeMap<String, usize>,
+    ids: HashSet<String>,
+    last_draw: Option<Instant>,
+}
+
+impl Run {
+    fn reject(&mut self, path: &str, position: i64, reason: &'static str, message: &str) {
+        let n: usize = self.rejected.values().sum();
+        if n < 20 {
+            self.clear_line();
+            eprintln!("{path}:{position}: {message}");
+        } else if n == 20 {
+            eprintln!("(further bad records are only counted)");
+        }
+        *self.rejected.entry(reason).or_default() += 1;
+    }
+
+    fn write(&mut self, engine: &Engine, evaluations: Vec<Evaluation>, out: &mut dyn Write) -> anyhow::Result<()> {
+        let detected_at = wall_ms();
+        for evaluation in evaluations {
+            let control = &engine.controls.controls()[evaluation.control];
+            if control.meta.evidence {
+                continue;
+            }
+            for finding in evaluation.findings {
+                let v = Violation::new(control, finding, detected_at);
+                self.emit(v, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn amend(&mut self, engine: &Engine, amendments: Vec<Amendment>, out: &mut dyn Write) -> anyhow::Result<()> {
+        let detected_at = wall_ms();
+        for amendment in amendments {
+            match amendment {
+                Amendment::New { control, finding } => {
+                    self.emit(Violation::new(&engine.controls.controls()[control], finding, detected_at), out)?;
+                }
+                Amendment::Retracted { control, finding } => {
+                    let v = Violation::retraction(&engine.controls.controls()[control], finding, detected_at, &[]);
+                    if self.ids.remove(&v.id) {
+                        *self.violations.entry(v.control_id.clone()).or_default() -= 1;
+                        serde_json::to_writer(&mut *out, &v)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, v: Violation, out: &mut dyn Write) -> anyhow::Result<()> {
+        if self.ids.insert(v.id.clone()) {
+            *self.violations.entry(v.control_id.clone()).or_default() += 1;
+            serde_json::to_writer(&mut *out, &v)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// Redraws the progress bar (on a terminal, at most ten times a second).
+    fn progress(&mut self, readers: &[input::Reader]) {
+        if !std::io::stderr().is_terminal() || self.last_draw.is_some_and(|t| t.elapsed().as_millis() < 100) {
+            return;
+        }
+        self.last_draw = Some(Instant::now());
+        let done = readers.iter().filter(|r| r.done).count();
+        let width = 20;
+        let filled = (done * width).checked_div(readers.len()).unwrap_or(width);
+        let rate = self.events as f64 / self.started.map_or(1.0, |s| s.elapsed().as_secs_f64().max(1e-3));
+        eprint!(
+            "\rreplay [{}{}] {done}/{} files · {} events · {:.0} events/s ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            readers.len(),
+            self.events,
+            rate
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn clear_line(&self) {
+        if self.last_draw.is_some() {
+            eprint!("\r{:80}\r", "");
+        }
+    }
+
+    fn summary(&self, undecided: usize) {
+        self.clear_line();
+        let seconds = self.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        let rejected: usize = self.rejected.values().sum();
+        eprintln!(
+            "replay: {} events in {seconds:.1} s ({:.0} events/s): {} rows, {} ignored, {rejected} rejected {:?}",
+            self.events,
+            self.events as f64 / seconds.max(1e-9),
+            self.rows,
+            self.ignored,
+            self.rejected
+        );
+        eprintln!(
+            "replay: {} violations {:?}; {undecided} triggers fall due after the end and stay undecided",
+            self.ids.len(),
+            self.violations
+        );
+    }
+}
