@@ -180,11 +180,16 @@ impl Engine {
     pub async fn decide(&mut self, watermark: i64) -> anyhow::Result<Vec<Evaluation>> {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let evaluations = self.controls.evaluate(watermark).await?;
+        self.evict(watermark);
+        self.controls.evict_decided(watermark);
+        Ok(evaluations)
+    }
+
+    /// Drops the events no decision at or after `watermark` can need.
+    pub fn evict(&mut self, watermark: i64) {
         let horizons =
             Topic::ALL.map(|t| watermark.saturating_sub(crate::duration::millis(self.controls.retention(t))));
         self.state.evict(horizons);
-        self.controls.evict_decided(watermark);
-        Ok(evaluations)
     }
 }
 

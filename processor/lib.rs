@@ -32,6 +32,7 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod alerts;
+pub mod alloc;
 pub mod archive;
 pub mod audit;
 pub mod bench;

@@ -2,6 +2,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use vigil::cli::{self, Cli};
 
+#[global_allocator]
+static HEAP: vigil::alloc::Counting = vigil::alloc::Counting;
+
 fn main() {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("warn,vigil=info"));

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub caught_up: IntGauge,
     pub assigned_partitions: IntGauge,
+    pub heap_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -190,6 +191,7 @@ impl Metrics {
                 "Failed posts to Alertmanager (each is retried with backoff).",
             ),
             alerts_queued: plain_gauge("vigil_alerts_queued", "Alerts waiting to be posted to Alertmanager."),
+            heap_bytes: plain_gauge("vigil_heap_bytes", "Bytes allocated on the heap and not yet freed."),
             watermark,
             evaluation_seconds,
             state_rows: int_gauge("vigil_state_rows", "Events retained in state, by topic.", &["topic"]),
@@ -227,7 +229,8 @@ impl Metrics {
     /// a sample yet (process_* families come from the process collector).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 26] = [
+        let collectors: [&dyn Collector; 27] = [
+            &self.heap_bytes,
             &self.evidence_records,
             &self.caught_up,
             &self.decisions,

@@ -57,8 +57,9 @@ pub struct CoreRun {
     pub retained_events: usize,
     /// Arrow's own count of the retained batches' buffers.
     pub retained_arrow_bytes: usize,
-    /// Growth of the process's resident memory while the events were taken in.
-    pub resident_growth_bytes: i64,
+    /// Growth of the live heap over the run (`None` without the counting
+    /// allocator): state, pending and decided triggers, and anything leaked.
+    pub heap_growth_bytes: Option<i64>,
 }
 
 /// Decode → Arrow → state → all controls over `events` pre-encoded events
@@ -73,7 +74,7 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let config = config()?;
     let mut engine = Engine::new(&config, &builtin_sources()).await?;
     let mut found = std::collections::BTreeSet::new();
-    let resident_before = resident_bytes();
+    let heap_before = crate::alloc::live_bytes();
     let started = Instant::now();
     for (n, chunk) in payloads.chunks(BATCH).enumerate() {
         feed(&mut engine, chunk, (n * BATCH) as i64, now).await?;
@@ -89,7 +90,7 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let evaluations = engine.decide(end).await?;
     collect(&engine, evaluations, &mut found);
     let seconds = started.elapsed().as_secs_f64();
-    let resident_growth_bytes = resident_bytes() - resident_before;
+    let heap_growth_bytes = heap_growth(heap_before);
     let usage = Topic::ALL.map(|t| engine.state.usage(t));
     let expected: std::collections::BTreeSet<String> = truth.violations.iter().map(|v| v.id.clone()).collect();
     Ok(CoreRun {
@@ -101,8 +102,12 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
         exact: found == expected,
         retained_events: usage.iter().map(|u| u.rows).sum(),
         retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
-        resident_growth_bytes,
+        heap_growth_bytes,
     })
+}
+
+fn heap_growth(before: Option<i64>) -> Option<i64> {
+    Some(crate::alloc::live_bytes()? - before?)
 }
 
 fn collect(
@@ -119,13 +124,6 @@ fn collect(
     }
 }
 
-/// The process's resident set size, from /proc (0 where there is none).
-pub fn resident_bytes() -> i64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: i64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    pages * 4096
-}
-
 #[derive(Debug, Serialize)]
 pub struct EvalRun {
     pub retained_events: usize,
@@ -134,42 +132,70 @@ pub struct EvalRun {
     pub seconds: f64,
     pub repetitions: usize,
     pub retained_arrow_bytes: usize,
-    pub resident_growth_bytes: i64,
+    /// Growth of the live heap while the state was filled (`None` without
+    /// the counting allocator).
+    pub heap_growth_bytes: Option<i64>,
+    /// Generated events read to retain them.
+    pub generated_events: usize,
 }
 
-/// Evaluates `due` production deploys against `retained` events in state:
-/// state filled in generator weeks laid end to end (seeds differ), then the
-/// last week's first `due` production deploys admitted and decided at once.
+/// Evaluates `due` production deploys against `retained` events in state.
+/// The state is filled as the pipeline fills it: generated periods of
+/// 1,000,000 events over two days each, laid end to end (seeds differ), with
+/// eviction at each period's end, until `retained` events are held. Then the
+/// last period's first `due` production deploys are admitted and decided at
+/// once, `repetitions` times.
 pub async fn evaluation(retained: usize, due: usize, repetitions: usize) -> anyhow::Result<EvalRun> {
-    const WEEK: usize = 1_000_000;
+    const PERIOD: usize = 1_000_000;
+    const DAYS: u32 = 2;
     let now = wall_ms();
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let heap_before = crate::alloc::live_bytes();
     let mut engine = Engine::new(&config()?, &builtin_sources()).await?;
-    let resident_before = resident_bytes();
-    let weeks = retained.div_ceil(WEEK);
-    let mut triggers = Vec::new();
-    let mut offset = 0i64;
-    for week in 0..weeks {
-        let events = WEEK.min(retained - week * WEEK);
-        let mut gen = GenConfig::new(events, 100 + week as u64, now);
-        gen.end_ms -= (weeks - 1 - week) as i64 * i64::from(gen.days) * 86_400_000;
+    // Enough periods to reach `retained` after eviction, ending two days ago.
+    let periods = (retained.div_ceil(PERIOD) as f64 * 1.5).ceil() as usize + 1;
+    let (mut offset, mut generated, mut period) = (0i64, 0usize, 0usize);
+    // Production deploys of the period being loaded: the due triggers.
+    let mut triggers: Vec<Vec<u8>> = Vec::new();
+    let held = |engine: &Engine| Topic::ALL.iter().map(|t| engine.state.usage(*t).rows).sum::<usize>();
+    while held(&engine) < retained && period < periods {
+        let mut gen = GenConfig::new(PERIOD, 100 + period as u64, now);
+        gen.days = DAYS;
+        gen.end_ms -= (periods - 1 - period) as i64 * i64::from(DAYS) * 86_400_000;
         let (stream, _) = generate(&gen);
         let payloads = encode(&catalog, &stream)?;
-        if week == weeks - 1 {
-            triggers = payloads
-                .iter()
-                .zip(&stream)
-                .filter(|(_, e)| e.topic == Topic::Deploy && e.fields["environment"] == "production")
-                .map(|(p, _)| p.1.clone())
-                .take(due)
-                .collect();
-        }
-        for chunk in payloads.chunks(BATCH) {
+        let times: Vec<i64> = stream.iter().map(|e| e.time_ms).collect();
+        // Finished production deploys: what most controls decide.
+        let production: Vec<bool> = stream
+            .iter()
+            .map(|e| {
+                e.topic == Topic::Deploy && e.fields["environment"] == "production" && e.fields["status"] == "succeeded"
+            })
+            .collect();
+        drop(stream);
+        triggers.clear();
+        for (n, chunk) in payloads.chunks(BATCH).enumerate() {
             engine.load(chunk, offset, now)?;
             offset += chunk.len() as i64;
+            generated += chunk.len();
+            let range = n * BATCH..n * BATCH + chunk.len();
+            let wanted = due.saturating_sub(triggers.len());
+            triggers.extend(
+                chunk
+                    .iter()
+                    .zip(&production[range.clone()])
+                    .filter(|(_, p)| **p)
+                    .map(|(c, _)| c.1.clone())
+                    .take(wanted),
+            );
+            engine.evict(times[range.end - 1]);
+            if held(&engine) >= retained {
+                break;
+            }
         }
+        period += 1;
     }
-    let resident_growth_bytes = resident_bytes() - resident_before;
+    let heap_growth_bytes = heap_growth(heap_before);
     let usage = Topic::ALL.map(|t| engine.state.usage(t));
     let mut times = Vec::with_capacity(repetitions);
     for _ in 0..repetitions {
@@ -178,6 +204,12 @@ pub async fn evaluation(retained: usize, due: usize, repetitions: usize) -> anyh
         let started = Instant::now();
         let evaluations = engine.controls.evaluate(i64::MAX / 2).await?;
         times.push(started.elapsed());
+        if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
+            for e in &evaluations {
+                let id = &engine.controls.controls()[e.control].meta.id;
+                eprintln!("  {id}: {} due, {} findings, {:?}", e.due_rows, e.findings.len(), e.elapsed);
+            }
+        }
         anyhow::ensure!(!evaluations.is_empty(), "nothing was due");
         engine.controls.reset();
     }
@@ -188,6 +220,7 @@ pub async fn evaluation(retained: usize, due: usize, repetitions: usize) -> anyh
         seconds: times.get(times.len() / 2).copied().unwrap_or(Duration::ZERO).as_secs_f64(),
         repetitions,
         retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
-        resident_growth_bytes,
+        heap_growth_bytes,
+        generated_events: generated,
     })
 }

@@ -61,7 +61,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let eval_large = core::evaluation(args.retained, args.due, 5).await?;
     eprintln!("bench:   {:.3} s", eval_large.seconds);
     let eval_ratio = eval_large.seconds / eval_small.seconds;
-    let bytes_per_event = eval_large.retained_arrow_bytes as f64 / eval_large.retained_events.max(1) as f64;
+    // What the heap grew by while the larger state was filled, per event
+    // held; Arrow's own count where the counting allocator is absent.
+    let held = eval_large.heap_growth_bytes.unwrap_or(eval_large.retained_arrow_bytes as i64);
+    let bytes_per_event = held as f64 / eval_large.retained_events.max(1) as f64;
 
     let targets = [
         Target {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    Array, ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -42,13 +42,19 @@ impl Column {
         }
     }
 
+    /// The column, its buffers cut to their length: batches are retained in
+    /// state for weeks, and a builder's doubling leaves up to half unused.
     fn finish(&mut self) -> ArrayRef {
+        fn exact(mut array: impl Array + 'static) -> ArrayRef {
+            array.shrink_to_fit();
+            Arc::new(array)
+        }
         match self {
-            Column::Str(b) | Column::Enum(b, _) => Arc::new(b.finish()),
-            Column::Long(b) => Arc::new(b.finish()),
-            Column::Int(b) => Arc::new(b.finish()),
-            Column::Bool(b) => Arc::new(b.finish()),
-            Column::Time(b) => Arc::new(b.finish()),
+            Column::Str(b) | Column::Enum(b, _) => exact(b.finish()),
+            Column::Long(b) => exact(b.finish()),
+            Column::Int(b) => exact(b.finish()),
+            Column::Bool(b) => exact(b.finish()),
+            Column::Time(b) => exact(b.finish()),
         }
     }
 }
@@ -110,8 +116,8 @@ impl BatchBuilder {
             return None;
         }
         let mut arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
-        arrays.push(Arc::new(self.partitions.finish()));
-        arrays.push(Arc::new(self.offsets.finish()));
+        arrays.push(Column::Int(std::mem::take(&mut self.partitions)).finish());
+        arrays.push(Column::Long(std::mem::take(&mut self.offsets)).finish());
         // Types and nullability follow the schema by construction.
         Some(RecordBatch::try_new(self.schema, arrays).expect("builder columns match the schema"))
     }

@@ -30,6 +30,9 @@ impl Pipeline {
         }
         let pending = self.controls.pending_rows();
         self.metrics.pending_triggers.set(pending as i64);
+        if let Some(heap) = crate::alloc::live_bytes() {
+            self.metrics.heap_bytes.set(heap);
+        }
         self.status.violations += published as u64;
         self.status.pending_triggers = pending;
         self.status.watermark = watermark;
