@@ -49,6 +49,37 @@ pub struct Record {
     pub headers: crate::decode::Headers,
 }
 
+/// Produces `records` at a steady `rate` per second (a slice every 10 ms)
+/// and waits for every ack; returns each record's partition and the instant
+/// it was handed to the producer.
+pub async fn produce_paced(
+    bootstrap: &str,
+    records: &[Record],
+    rate: usize,
+) -> anyhow::Result<Vec<(i32, std::time::Instant)>> {
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create()?;
+    let per_slice = (rate / 100).max(1);
+    let start = tokio::time::Instant::now();
+    let mut sent = Vec::with_capacity(records.len());
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (n, slice) in records.chunks(per_slice).enumerate() {
+        tokio::time::sleep_until(start + Duration::from_millis(10 * n as u64)).await;
+        for r in slice {
+            let record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload);
+            sent.push(std::time::Instant::now());
+            deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (delivery, at) in deliveries.into_iter().zip(sent) {
+        let delivered = delivery.await.map_err(|_| anyhow::anyhow!("the producer was dropped"))?;
+        let partition = delivered.map_err(|(e, _)| e)?.partition;
+        out.push((partition, at));
+    }
+    Ok(out)
+}
+
 /// Produces every record, in order per key, and waits for every ack.
 pub async fn produce_all(bootstrap: &str, records: &[Record]) -> anyhow::Result<()> {
     produce_all_with(bootstrap, records, &Default::default()).await

@@ -9,6 +9,7 @@
 //! partitions to wait for or go idle.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::controls::{Amendment, ControlSet, ControlSource, Evaluation};
@@ -31,6 +32,20 @@ pub struct Engine {
     /// Topics the watermark waits for (default: those read so far).
     expected: Vec<Topic>,
     watermark: Option<i64>,
+    /// Time spent per stage, for the benchmarks' breakdown.
+    pub stages: Stages,
+}
+
+/// Wall time spent in each stage of the engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stages {
+    /// Payloads to Arrow.
+    pub decode: Duration,
+    /// Triggers to the controls, rows to state (and amendments).
+    pub store: Duration,
+    /// Control queries over due triggers.
+    pub evaluate: Duration,
+    pub evict: Duration,
 }
 
 /// What one call to [`Engine::ingest`] read.
@@ -81,6 +96,7 @@ impl Engine {
             max_event: [None; 4],
             expected: Vec::new(),
             watermark: None,
+            stages: Stages::default(),
         })
     }
 
@@ -116,7 +132,9 @@ impl Engine {
                 &self.other_formats[at].2
             }
         };
+        let started = Instant::now();
         let decoded = decoder.decode(messages, now_ms);
+        self.stages.decode += started.elapsed();
         let mut out = Ingested { ignored: decoded.ignored, rejects: decoded.rejects, ..Ingested::default() };
         for (_, t) in decoded.max_time {
             let max = &mut self.max_event[topic.index()];
@@ -125,10 +143,12 @@ impl Engine {
         }
         if let Some(batch) = decoded.batch {
             out.rows = batch.num_rows();
+            let started = Instant::now();
             self.controls.admit(topic, &batch, self.watermark)?;
             let time_index = self.catalog.event(topic).time_index;
             out.amendments =
                 self.controls.append_amending(&mut self.state, topic, batch, time_index, self.watermark).await?;
+            self.stages.store += started.elapsed();
         }
         Ok(out)
     }
@@ -179,9 +199,13 @@ impl Engine {
     /// what no later decision needs.
     pub async fn decide(&mut self, watermark: i64) -> anyhow::Result<Vec<Evaluation>> {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        let started = Instant::now();
         let evaluations = self.controls.evaluate(watermark).await?;
+        self.stages.evaluate += started.elapsed();
+        let started = Instant::now();
         self.evict(watermark);
         self.controls.evict_decided(watermark);
+        self.stages.evict += started.elapsed();
         Ok(evaluations)
     }
 

@@ -1,6 +1,7 @@
 //! `vigil replay` as a user runs it: a generated period exported as JSON
 //! lines, an Avro container file and Parquet, with one broken line, replayed
 //! to exactly the ground truth; the broken line is named by file and line.
+//! And `vigil bench` in miniature.
 
 use std::path::Path;
 use std::process::Command;
@@ -111,4 +112,36 @@ fn a_period_exported_in_three_formats_replays_to_the_ground_truth() {
     let expected: std::collections::BTreeSet<String> = truth.violations.into_iter().map(|v| v.id).collect();
     assert!(!expected.is_empty());
     assert_eq!(found, expected, "missing: {:?}", expected.difference(&found).collect::<Vec<_>>());
+}
+
+/// `vigil bench` in miniature (in-process only): every figure is written,
+/// and the core run's violations equal the ground truth.
+#[test]
+fn bench_writes_every_figure_and_its_core_run_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let run = Command::new(VIGIL)
+        .args(["bench", "--no-broker", "--events", "3000", "--retained", "20000", "--due", "20", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let b: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in [
+        "core_events_per_s",
+        "e2e_ratio_vs_bare_consumer",
+        "eval_cost_ratio_10m_vs_1m",
+        "bytes_per_retained_event",
+        "p99_decision_latency_past_grace_s",
+        "all_targets_met",
+        "targets",
+    ] {
+        assert!(b.get(key).is_some(), "{key} missing: {b}");
+    }
+    assert!(b["core_events_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(b["raw"]["core"]["exact"], true, "{b}");
+    assert_eq!(b["raw"]["eval_large"]["due_deploys"], 20);
+    assert!(b["raw"]["eval_large"]["retained_events"].as_u64().unwrap() >= 20_000);
+    // Without a broker the broker figures are absent, not invented.
+    assert!(b["e2e_ratio_vs_bare_consumer"].is_null());
 }

@@ -16,8 +16,6 @@ use crate::violation::violation_id;
 
 /// Messages per decode batch, as the pipeline reads them.
 const BATCH: usize = 8192;
-/// Batches between two evaluations: about every 65k events.
-const DECIDE_EVERY: usize = 8;
 
 /// The config the benchmarks run with: Confluent Avro on every topic, the
 /// generated organisation's identities, everything else default.
@@ -60,10 +58,13 @@ pub struct CoreRun {
     /// Growth of the live heap over the run (`None` without the counting
     /// allocator): state, pending and decided triggers, and anything leaked.
     pub heap_growth_bytes: Option<i64>,
+    /// Seconds per stage: decode, store (triggers and state), evaluate, evict.
+    pub stage_seconds: [f64; 4],
 }
 
 /// Decode → Arrow → state → all controls over `events` pre-encoded events
-/// of the generator's mix, deciding every ~65k events as the watermark moves.
+/// of the generator's mix, deciding as the pipeline does: once per tick
+/// (`time.tick`, 1 s by default) of wall time, at the watermark reached.
 pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let now = wall_ms();
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
@@ -76,9 +77,11 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let mut found = std::collections::BTreeSet::new();
     let heap_before = crate::alloc::live_bytes();
     let started = Instant::now();
+    let mut next_tick = started + config.tick;
     for (n, chunk) in payloads.chunks(BATCH).enumerate() {
         feed(&mut engine, chunk, (n * BATCH) as i64, now).await?;
-        if n % DECIDE_EVERY == DECIDE_EVERY - 1 {
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + config.tick;
             if let Some(w) = engine.watermark() {
                 let evaluations = engine.decide(w).await?;
                 collect(&engine, evaluations, &mut found);
@@ -103,6 +106,10 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
         retained_events: usage.iter().map(|u| u.rows).sum(),
         retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
         heap_growth_bytes,
+        stage_seconds: {
+            let s = engine.stages;
+            [s.decode, s.store, s.evaluate, s.evict].map(|d| d.as_secs_f64())
+        },
     })
 }
 
@@ -146,6 +153,56 @@ pub struct EvalRun {
 /// last period's first `due` production deploys are admitted and decided at
 /// once, `repetitions` times.
 pub async fn evaluation(retained: usize, due: usize, repetitions: usize) -> anyhow::Result<EvalRun> {
+    let mut fixture = evaluation_fixture(retained, due).await?;
+    let mut times = Vec::with_capacity(repetitions);
+    for _ in 0..repetitions {
+        times.push(fixture.run_once().await?);
+    }
+    times.sort();
+    let usage = Topic::ALL.map(|t| fixture.engine.state.usage(t));
+    Ok(EvalRun {
+        retained_events: usage.iter().map(|u| u.rows).sum(),
+        due_deploys: fixture.triggers.len(),
+        seconds: times.get(times.len() / 2).copied().unwrap_or(Duration::ZERO).as_secs_f64(),
+        repetitions,
+        retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
+        heap_growth_bytes: fixture.heap_growth_bytes,
+        generated_events: fixture.generated,
+    })
+}
+
+/// State holding `retained` events and `due` triggers to decide against it.
+pub struct EvalFixture {
+    pub engine: Engine,
+    triggers: Vec<Vec<u8>>,
+    now: i64,
+    heap_growth_bytes: Option<i64>,
+    generated: usize,
+}
+
+impl EvalFixture {
+    /// Admits the due deploys, decides them all, forgets them; returns the
+    /// time the controls took.
+    pub async fn run_once(&mut self) -> anyhow::Result<Duration> {
+        let raw = self.triggers.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
+        self.engine.admit_only(Topic::Deploy, raw, self.now)?;
+        let started = Instant::now();
+        let evaluations = self.engine.controls.evaluate(i64::MAX / 2).await?;
+        let took = started.elapsed();
+        if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
+            for e in &evaluations {
+                let id = &self.engine.controls.controls()[e.control].meta.id;
+                eprintln!("  {id}: {} due, {} findings, {:?}", e.due_rows, e.findings.len(), e.elapsed);
+            }
+        }
+        anyhow::ensure!(!evaluations.is_empty(), "nothing was due");
+        self.engine.controls.reset();
+        Ok(took)
+    }
+}
+
+/// Fills state as the pipeline fills it (see [`evaluation`]).
+pub async fn evaluation_fixture(retained: usize, due: usize) -> anyhow::Result<EvalFixture> {
     const PERIOD: usize = 1_000_000;
     const DAYS: u32 = 2;
     let now = wall_ms();
@@ -153,13 +210,16 @@ pub async fn evaluation(retained: usize, due: usize, repetitions: usize) -> anyh
     let heap_before = crate::alloc::live_bytes();
     let mut engine = Engine::new(&config()?, &builtin_sources()).await?;
     // Enough periods to reach `retained` after eviction, ending two days ago.
-    let periods = (retained.div_ceil(PERIOD) as f64 * 1.5).ceil() as usize + 1;
+    let periods =
+        (retained.div_ceil(PERIOD.min(retained.saturating_mul(2)).max(20_000)) as f64 * 1.5).ceil() as usize + 1;
     let (mut offset, mut generated, mut period) = (0i64, 0usize, 0usize);
     // Production deploys of the period being loaded: the due triggers.
     let mut triggers: Vec<Vec<u8>> = Vec::new();
     let held = |engine: &Engine| Topic::ALL.iter().map(|t| engine.state.usage(*t).rows).sum::<usize>();
-    while held(&engine) < retained && period < periods {
-        let mut gen = GenConfig::new(PERIOD, 100 + period as u64, now);
+    // Small states (tests) come from smaller periods of the same span.
+    let period_events = PERIOD.min(retained.saturating_mul(2)).max(20_000);
+    while (held(&engine) < retained || triggers.len() < due) && period < periods {
+        let mut gen = GenConfig::new(period_events, 100 + period as u64, now);
         gen.days = DAYS;
         gen.end_ms -= (periods - 1 - period) as i64 * i64::from(DAYS) * 86_400_000;
         let (stream, _) = generate(&gen);
@@ -189,38 +249,12 @@ pub async fn evaluation(retained: usize, due: usize, repetitions: usize) -> anyh
                     .take(wanted),
             );
             engine.evict(times[range.end - 1]);
-            if held(&engine) >= retained {
+            if held(&engine) >= retained && triggers.len() >= due {
                 break;
             }
         }
         period += 1;
     }
     let heap_growth_bytes = heap_growth(heap_before);
-    let usage = Topic::ALL.map(|t| engine.state.usage(t));
-    let mut times = Vec::with_capacity(repetitions);
-    for _ in 0..repetitions {
-        let raw = triggers.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
-        engine.admit_only(Topic::Deploy, raw, now)?;
-        let started = Instant::now();
-        let evaluations = engine.controls.evaluate(i64::MAX / 2).await?;
-        times.push(started.elapsed());
-        if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
-            for e in &evaluations {
-                let id = &engine.controls.controls()[e.control].meta.id;
-                eprintln!("  {id}: {} due, {} findings, {:?}", e.due_rows, e.findings.len(), e.elapsed);
-            }
-        }
-        anyhow::ensure!(!evaluations.is_empty(), "nothing was due");
-        engine.controls.reset();
-    }
-    times.sort();
-    Ok(EvalRun {
-        retained_events: usage.iter().map(|u| u.rows).sum(),
-        due_deploys: triggers.len(),
-        seconds: times.get(times.len() / 2).copied().unwrap_or(Duration::ZERO).as_secs_f64(),
-        repetitions,
-        retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
-        heap_growth_bytes,
-        generated_events: generated,
-    })
+    Ok(EvalFixture { engine, triggers, now, heap_growth_bytes, generated })
 }

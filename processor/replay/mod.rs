@@ -58,8 +58,6 @@ fn parse_time(text: &str) -> Result<i64, String> {
 
 /// Payloads per chunk read from one file.
 const CHUNK: usize = 8192;
-/// Chunks between two decisions.
-const DECIDE_EVERY: usize = 8;
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
     let config = match &args.config {
@@ -88,7 +86,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
     let now = wall_ms();
     // Newest event time read per file: the oldest file is read next.
     let mut newest: Vec<Option<i64>> = vec![None; readers.len()];
-    let mut chunks = 0usize;
+    // Decisions run once per tick of wall time, as in the stream.
+    let mut next_tick = Instant::now() + config.tick;
     loop {
         let next = (0..readers.len()).filter(|i| !readers[*i].done).min_by_key(|i| newest[*i].unwrap_or(i64::MIN));
         let Some(i) = next else { break };
@@ -116,8 +115,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
             newest[i] = Some(newest[i].map_or(t, |n| n.max(t)));
         }
         run.amend(&engine, ingested.amendments, &mut out)?;
-        chunks += 1;
-        if chunks % DECIDE_EVERY == 0 {
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + config.tick;
             if let Some(w) = engine.watermark() {
                 let evaluations = engine.decide(w).await?;
                 run.write(&engine, evaluations, &mut out)?;

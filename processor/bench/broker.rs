@@ -1,0 +1,296 @@
+//! Measurements through a real broker: Vigil's read rate against a bare
+//! rdkafka consumer's on the same topics, and decision latency in a steady
+//! stream. The broker is `--brokers`, or a tansu process started for the run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::{Config, RawConfig};
+use crate::controls::builtin_sources;
+use crate::embedded::produce_all;
+use crate::generate::{generate, records, Encoding, GenConfig};
+use crate::metrics::Metrics;
+use crate::pipeline::{wall_ms, Pipeline, Status};
+use crate::schema::Catalog;
+
+/// Partitions of every topic the benchmarks create.
+pub const PARTITIONS: i32 = 3;
+
+/// The broker the measurements run against.
+pub struct Broker {
+    pub bootstrap: String,
+    child: Option<Child>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Broker {
+    /// `brokers` when given, else a tansu broker with memory storage
+    /// ($TANSU, PATH or ~/.cargo/bin).
+    pub fn start(brokers: Option<String>) -> anyhow::Result<Broker> {
+        if let Some(bootstrap) = brokers {
+            return Ok(Broker { bootstrap, child: None });
+        }
+        let tansu = tansu_binary().context(
+            "no broker: pass --brokers HOST:PORT, or install tansu (cargo install tansu --features dynostore)",
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(&tansu)
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", tansu.display()))?;
+        let broker = Broker { bootstrap: format!("127.0.0.1:{port}"), child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "tansu did not listen on {port} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    /// A fresh set of topics (named after `run`) and a config reading them.
+    async fn topics(&self, run: &str) -> anyhow::Result<Config> {
+        let prefix = format!("bench-{}-{run}-", std::process::id());
+        let mut raw = RawConfig { identities: crate::generate::identities(), ..RawConfig::default() };
+        raw.kafka.bootstrap_servers = self.bootstrap.clone();
+        raw.kafka.group_id = format!("{prefix}vigil");
+        raw.time.tick = Some("100ms".into());
+        raw.time.idle_timeout = Some("2s".into());
+        let t = &mut raw.topics;
+        for (slot, name) in [
+            (&mut t.change, "change"),
+            (&mut t.ci, "ci"),
+            (&mut t.access, "access"),
+            (&mut t.deploy, "deploy"),
+            (&mut t.violations, "violations"),
+            (&mut t.dead_letter, "dead-letter"),
+            (&mut t.evidence, "evidence"),
+        ] {
+            *slot = Some(format!("{prefix}{name}"));
+        }
+        let config = Config::validate(raw).map_err(anyhow::Error::msg)?;
+        let admin: AdminClient<_> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().context("admin client")?;
+        let mut names: Vec<String> = config.input_topics.to_vec();
+        names.extend([
+            config.violations_topic.clone(),
+            config.dead_letter_topic.clone(),
+            config.evidence_topic.clone(),
+        ]);
+        let new: Vec<NewTopic> =
+            names.iter().map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1))).collect();
+        for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+            result.map_err(|(topic, e)| anyhow::anyhow!("creating {topic}: {e}"))?;
+        }
+        Ok(config)
+    }
+}
+
+fn tansu_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return Some(path.into());
+    }
+    let on_path =
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).find(|p| p.exists()));
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
+    on_path.or(home.filter(|p| p.exists()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct E2eRun {
+    pub events: usize,
+    /// Bare consumer, first to last message, before and after Vigil.
+    pub bare_seconds: [f64; 2],
+    pub bare_events_per_s: f64,
+    /// Vigil, first message read to the last one decoded, stored and offered
+    /// to the controls (decisions run in the same loop).
+    pub vigil_seconds: f64,
+    pub vigil_events_per_s: f64,
+    pub ratio: f64,
+}
+
+/// Produces `events` generated events, then reads them with a bare consumer,
+/// with Vigil, and with the bare consumer again.
+pub async fn e2e(broker: &Broker, events: usize, seed: u64) -> anyhow::Result<E2eRun> {
+    let config = broker.topics("e2e").await?;
+    let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let (stream, _) = generate(&GenConfig::new(events, seed, wall_ms()));
+    let records = records(&catalog, &stream, Encoding::Avro, &config.input_topics).map_err(anyhow::Error::msg)?;
+    drop(stream);
+    produce_all(&broker.bootstrap, &records).await?;
+    drop(records);
+    let first = bare_read(&config, events)?;
+    let pipeline = Pipeline::new(config.clone(), &builtin_sources(), Metrics::new()).await?;
+    let mut status = pipeline.status();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(pipeline.run(stopped));
+    let (mut started, deadline) = (None, Instant::now() + Duration::from_secs(600));
+    let vigil = loop {
+        let s: Status = status.borrow_and_update().clone();
+        if s.consumed > 0 && started.is_none() {
+            started = Some(Instant::now());
+        }
+        if s.consumed >= events as u64 {
+            break started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(!running.is_finished() && Instant::now() < deadline, "vigil did not read the stream: {s:?}");
+        let _ = tokio::time::timeout(Duration::from_millis(5), status.changed()).await;
+    };
+    let _ = stop.send(true);
+    running.await??;
+    let second = bare_read(&config, events)?;
+    let bare = (first + second) / 2.0;
+    Ok(E2eRun {
+        events,
+        bare_seconds: [first, second],
+        bare_events_per_s: events as f64 / bare,
+        vigil_seconds: vigil,
+        vigil_events_per_s: events as f64 / vigil,
+        ratio: bare / vigil,
+    })
+}
+
+/// Reads every partition of the input topics from the beginning until
+/// `events` messages arrived; seconds from the first to the last.
+fn bare_read(config: &Config, events: usize) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", format!("{}-bare-{}", config.group_id, wall_ms()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut list = TopicPartitionList::new();
+    for topic in &config.input_topics {
+        for p in 0..PARTITIONS {
+            list.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&list)?;
+    let (mut read, mut bytes, mut started) = (0usize, 0usize, None);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while read < events {
+        anyhow::ensure!(Instant::now() < deadline, "the bare consumer read {read} of {events} messages");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            started.get_or_insert_with(Instant::now);
+            bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+            read += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(started.map_or(0.0, |t| t.elapsed().as_secs_f64()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencyRun {
+    pub events_per_s: f64,
+    pub seconds: f64,
+    pub decisions: usize,
+    /// Decisions whose due time the stream's end, not its flow, released.
+    pub not_measured: usize,
+    pub p50_s: f64,
+    pub p99_s: f64,
+    pub max_s: f64,
+}
+
+/// Produces a generated stream at a steady `rate` for `seconds` while Vigil
+/// reads it. A decision's latency is the time from the moment the stream
+/// allowed it — the send of the first event on every partition timed at or
+/// after its due time (trigger + grace or deadline) plus the allowed
+/// lateness — to its publication (acknowledged by the broker).
+pub async fn latency(broker: &Broker, rate: usize, seconds: u64, seed: u64) -> anyhow::Result<LatencyRun> {
+    let config = broker.topics("latency").await?;
+    let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    let events = rate * seconds as usize;
+    // One generated day sent in `seconds`: event time runs ~1,440× faster
+    // than the wall clock at the defaults, so the default lateness (5 min)
+    // is ~0.2 s of wall time — about the skew between partitions' fetches.
+    let mut gen = GenConfig::new(events, seed, wall_ms());
+    gen.days = 1;
+    let (stream, _) = generate(&gen);
+    let times: Vec<i64> = stream.iter().map(|e| e.time_ms).collect();
+    let records = records(&catalog, &stream, Encoding::Avro, &config.input_topics).map_err(anyhow::Error::msg)?;
+    drop(stream);
+    let waits: HashMap<String, i64> = builtin_sources()
+        .iter()
+        .filter_map(|s| crate::controls::parse_meta(&s.sql).ok())
+        .map(|m| (m.id.clone(), crate::duration::millis(m.wait())))
+        .collect();
+    let published: Arc<Mutex<Vec<(String, i64, Instant)>>> = Arc::default();
+    let mut pipeline = Pipeline::new(config.clone(), &builtin_sources(), Metrics::new()).await?;
+    let sink = published.clone();
+    pipeline.on_violation(move |v| {
+        sink.lock().unwrap_or_else(|p| p.into_inner()).push((v.control_id.clone(), v.event_time, Instant::now()))
+    });
+    let mut status = pipeline.status();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(pipeline.run(stopped));
+    // Start once Vigil holds its partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status.borrow_and_update().ticks < 20 {
+        anyhow::ensure!(Instant::now() < deadline && !running.is_finished(), "vigil did not start");
+        let _ = tokio::time::timeout(Duration::from_millis(100), status.changed()).await;
+    }
+    let sent = crate::embedded::produce_paced(&broker.bootstrap, &records, rate).await?;
+    let lateness = config.watermarks.allowed_lateness_ms;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while status.borrow_and_update().consumed < events as u64 {
+        anyhow::ensure!(Instant::now() < deadline && !running.is_finished(), "vigil did not read the stream");
+        let _ = tokio::time::timeout(Duration::from_millis(100), status.changed()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    running.await??;
+    // Per partition of each topic: event times and send instants, in order.
+    let mut by_partition: HashMap<(String, i32), Vec<(i64, Instant)>> = HashMap::new();
+    for ((record, time), (partition, at)) in records.iter().zip(&times).zip(&sent) {
+        by_partition.entry((record.topic.clone(), *partition)).or_default().push((*time, *at));
+    }
+    let published = std::mem::take(&mut *published.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut latencies = Vec::new();
+    for (control, event_time, at) in &published {
+        let due = event_time + waits.get(control).copied().unwrap_or(0) + lateness;
+        let released = by_partition
+            .values()
+            .map(|sends| sends.iter().find(|(t, _)| *t >= due).map(|(_, s)| *s))
+            .collect::<Option<Vec<Instant>>>()
+            .and_then(|s| s.into_iter().max());
+        if let Some(released) = released {
+            latencies.push(at.saturating_duration_since(released).as_secs_f64());
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
+    Ok(LatencyRun {
+        events_per_s: rate as f64,
+        seconds: seconds as f64,
+        decisions: latencies.len(),
+        not_measured: published.len() - latencies.len(),
+        p50_s: pick(0.5).copied().unwrap_or(f64::NAN),
+        p99_s: pick(0.99).copied().unwrap_or(f64::NAN),
+        max_s: latencies.last().copied().unwrap_or(f64::NAN),
+    })
+}
