@@ -79,12 +79,15 @@ impl Engine {
             }
         };
         let decoders = Topic::ALL.map(|t| make_decoder(t, config.formats[t.index()]));
-        let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+        let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
         let mut sources = sources.to_vec();
         if !sources.iter().any(|s| s.sql.contains("-- record: evidence")) {
             sources.push(crate::controls::builtin_evidence());
         }
         let controls = ControlSet::plan(&sources, &catalog, &state, &config.identities).await?;
+        for (topic, column) in controls.key_columns() {
+            state.index(topic, column);
+        }
         Ok(Engine {
             catalog,
             decoders,
@@ -200,7 +203,7 @@ impl Engine {
     pub async fn decide(&mut self, watermark: i64) -> anyhow::Result<Vec<Evaluation>> {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let started = Instant::now();
-        let evaluations = self.controls.evaluate(watermark).await?;
+        let evaluations = self.controls.evaluate(&self.state, watermark).await?;
         self.stages.evaluate += started.elapsed();
         let started = Instant::now();
         self.evict(watermark);

@@ -47,6 +47,7 @@ pub mod engine;
 pub mod evidence;
 pub mod generate;
 pub mod identity;
+pub mod index;
 pub mod lag;
 pub mod metrics;
 pub mod native;

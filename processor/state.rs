@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use datafusion::arrow::array::{Array, Int32Array, Int64Array, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::index::KeyIndex;
 use crate::schema::{EventSchema, Topic};
 
 /// A table's batches, shared with the control engine.
@@ -30,10 +31,32 @@ struct BatchMeta {
     bytes: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct TopicState {
     batches: SharedBatches,
     meta: Vec<BatchMeta>,
+    /// Id of each retained batch's first row (parallel to `meta`).
+    first_ids: Vec<u32>,
+    next_id: u32,
+    indexes: Vec<KeyIndex>,
+}
+
+impl TopicState {
+    /// Numbers the retained rows from 0 and indexes them again.
+    fn reindex(&mut self) {
+        let columns: Vec<usize> = self.indexes.iter().map(|i| i.column).collect();
+        self.indexes = columns.iter().map(|c| KeyIndex::new(*c, 0)).collect();
+        self.first_ids.clear();
+        self.next_id = 0;
+        let batches = self.batches.read().unwrap_or_else(|p| p.into_inner());
+        for batch in batches.iter() {
+            self.first_ids.push(self.next_id);
+            for index in &mut self.indexes {
+                index.add(batch.column(index.column), self.next_id);
+            }
+            self.next_id += batch.num_rows() as u32;
+        }
+    }
 }
 
 /// The retained events of all four topics.
@@ -52,8 +75,7 @@ pub struct Usage {
 
 impl State {
     pub fn new(schemas: [&EventSchema; 4]) -> State {
-        let topic = |_| TopicState { batches: Arc::default(), meta: Vec::new() };
-        State { topics: [topic(0), topic(1), topic(2), topic(3)], time_index: schemas.map(|s| s.time_index) }
+        State { topics: Default::default(), time_index: schemas.map(|s| s.time_index) }
     }
 
     /// The handle the control engine reads `topic`'s table through.
@@ -76,8 +98,58 @@ impl State {
             bytes: batch.get_array_memory_size(),
         };
         let state = &mut self.topics[topic.index()];
+        state.first_ids.push(state.next_id);
+        for index in &mut state.indexes {
+            index.add(batch.column(index.column), state.next_id);
+        }
+        state.next_id += batch.num_rows() as u32;
         write(&state.batches).push(batch);
         state.meta.push(meta);
+    }
+
+    /// Keeps an index of `topic`'s rows by `column` from now on.
+    pub fn index(&mut self, topic: Topic, column: usize) {
+        let state = &mut self.topics[topic.index()];
+        if !state.indexes.iter().any(|i| i.column == column) {
+            state.indexes.push(KeyIndex::new(column, 0));
+            state.reindex();
+        }
+    }
+
+    /// The retained rows of `topic` whose key column holds one of the values
+    /// of the given columns (of the due rows), for any of the pairs; `None`
+    /// when a column has no index.
+    pub fn lookup(&self, topic: Topic, pairs: &[(usize, Vec<&ArrayRef>)]) -> Option<Vec<RecordBatch>> {
+        let state = &self.topics[topic.index()];
+        let batches = state.batches.read().unwrap_or_else(|p| p.into_inner());
+        let mut rows: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for (column, keys) in pairs {
+            let index = state.indexes.iter().find(|i| i.column == *column)?;
+            let (hashes, wanted) = crate::index::keys_of(keys);
+            let mut ids = Vec::new();
+            for h in hashes {
+                index.candidates(h, &mut ids);
+            }
+            for id in ids {
+                let at = state.first_ids.partition_point(|f| *f <= id);
+                let Some(b) = at.checked_sub(1) else { continue };
+                let row = (id - state.first_ids[b]) as usize;
+                if row >= batches[b].num_rows() {
+                    continue; // evicted
+                }
+                if crate::index::key_at(batches[b].column(*column), row).is_some_and(|(_, k)| wanted.contains(&k)) {
+                    rows.entry(b).or_default().push(row as u32);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (b, mut picked) in rows {
+            picked.sort_unstable();
+            picked.dedup();
+            let indices = datafusion::arrow::array::UInt32Array::from(picked);
+            out.push(datafusion::arrow::compute::take_record_batch(&batches[b], &indices).ok()?);
+        }
+        Some(out)
     }
 
     /// Drops every batch whose newest event is older than its topic's
@@ -91,6 +163,9 @@ impl State {
             let mut batches = write(&state.batches);
             let mut keep = state.meta.iter().map(|m| m.max_time >= horizon_ms);
             batches.retain(|_| keep.next().unwrap_or(true));
+            let mut keep = state.meta.iter().map(|m| m.max_time >= horizon_ms);
+            state.first_ids.retain(|_| keep.next().unwrap_or(true));
+            drop(batches);
             state.meta.retain(|m| {
                 let k = m.max_time >= horizon_ms;
                 if !k {
@@ -98,6 +173,12 @@ impl State {
                 }
                 k
             });
+            // Evicted rows linger in the chains; renumber once they outweigh
+            // what is retained.
+            let retained: usize = state.meta.iter().map(|m| m.rows).sum();
+            if !state.indexes.is_empty() && state.next_id as usize > 2 * retained + 65_536 {
+                state.reindex();
+            }
         }
         dropped
     }
@@ -112,6 +193,7 @@ impl State {
             let state = &mut self.topics[topic.index()];
             let batches = std::mem::take(&mut *write(&state.batches));
             state.meta.clear();
+            state.reindex();
             for batch in batches {
                 if let Some(kept) = without_partitions(&batch, &ps) {
                     self.append(topic, kept);
@@ -125,6 +207,7 @@ impl State {
         for state in &mut self.topics {
             write(&state.batches).clear();
             state.meta.clear();
+            state.reindex();
         }
     }
 

@@ -172,9 +172,12 @@ pub async fn run_file(name: &str, text: &str, sources: &[ControlSource]) -> Resu
     let file: CaseFile = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
     let catalog = Catalog::builtin()?;
     let identities = Arc::new(Identities::new(&file.identities).map_err(|e| format!("{name}: {e}"))?);
-    let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+    let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
     let mut controls =
         ControlSet::plan(sources, &catalog, &state, &identities).await.map_err(|e| format!("{name}: {e}"))?;
+    for (topic, column) in controls.key_columns() {
+        state.index(topic, column);
+    }
     let resolver = Arc::new(SchemaResolver::new(None, None)?);
     let bounds = TimeBounds { max_age_ms: i64::MAX / 4, max_future_ms: i64::MAX / 4 };
     let decoders = Topic::ALL.map(|t| Decoder::new(catalog.event(t).clone(), resolver.clone(), Format::Json, bounds));
@@ -230,7 +233,7 @@ impl Fixture<'_> {
                 let w = w.as_str().ok_or_else(|| format!("{}: write the watermark as \"T+…\"", at("watermark")))?;
                 let w = relative_ms(w).ok_or_else(|| format!("{}: `{w}` is not T, T+dur or T-dur", at("watermark")))?;
                 watermark = Some(w);
-                decide(controls, w, control, &mut got).await?;
+                decide(controls, &self.state, w, control, &mut got).await?;
                 if let Some(decided) = step.get("decided") {
                     let want: Vec<ExpectEntry> = serde_json::from_value(decided.clone())
                         .map_err(|e| format!("{}: `decided`: {e}", at("watermark")))?;
@@ -271,7 +274,7 @@ impl Fixture<'_> {
                 }
             }
         }
-        decide(controls, i64::MAX / 4, control, &mut got).await?;
+        decide(controls, &self.state, i64::MAX / 4, control, &mut got).await?;
         let want: BTreeSet<(String, bool)> = case.retracted.iter().map(|s| (s.clone(), false)).collect();
         problems.extend(diff(&want, &retracted).into_iter().map(|p| format!("retracted: {p}")));
         Ok((got, problems))
@@ -316,11 +319,12 @@ impl Fixture<'_> {
 
 async fn decide(
     controls: &mut ControlSet,
+    state: &State,
     watermark: i64,
     control: &str,
     got: &mut BTreeSet<(String, bool)>,
 ) -> Result<(), String> {
-    for evaluation in controls.evaluate(watermark).await.map_err(|e| e.to_string())? {
+    for evaluation in controls.evaluate(state, watermark).await.map_err(|e| e.to_string())? {
         if controls.controls()[evaluation.control].meta.id == control {
             got.extend(evaluation.findings.into_iter().map(|f| (f.subject, f.late)));
         }

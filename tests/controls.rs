@@ -143,8 +143,8 @@ async fn an_undecided_trigger_holds_back_its_partitions_commit() {
     controls.admit(Topic::Deploy, &decoded.batch.unwrap(), None).unwrap();
     assert_eq!(controls.low_water_offsets().get(&(Topic::Deploy, 2)), Some(&41));
     // Past every grace but not CM-04's 24-hour deadline: still held.
-    controls.evaluate(t + 2 * 3_600_000).await.unwrap();
+    controls.evaluate(&state, t + 2 * 3_600_000).await.unwrap();
     assert_eq!(controls.low_water_offsets().get(&(Topic::Deploy, 2)), Some(&41));
-    controls.evaluate(t + 25 * 3_600_000).await.unwrap();
+    controls.evaluate(&state, t + 25 * 3_600_000).await.unwrap();
     assert!(controls.low_water_offsets().is_empty());
 }

@@ -187,7 +187,7 @@ impl EvalFixture {
         let raw = self.triggers.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
         self.engine.admit_only(Topic::Deploy, raw, self.now)?;
         let started = Instant::now();
-        let evaluations = self.engine.controls.evaluate(i64::MAX / 2).await?;
+        let evaluations = self.engine.controls.evaluate(&self.engine.state, i64::MAX / 2).await?;
         let took = started.elapsed();
         if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
             for e in &evaluations {

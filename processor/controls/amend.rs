@@ -45,9 +45,9 @@ impl ControlSet {
             state.append(topic, batch);
             return Ok(Vec::new());
         };
-        let before = self.redecide(topic, lo, hi).await?;
+        let before = self.redecide(state, topic, lo, hi).await?;
         state.append(topic, batch);
-        let after = self.redecide(topic, lo, hi).await?;
+        let after = self.redecide(state, topic, lo, hi).await?;
         let mut out = Vec::new();
         for ((control, before), (_, after)) in before.into_iter().zip(after) {
             for finding in &after {
@@ -66,7 +66,13 @@ impl ControlSet {
 
     /// Findings over the decided triggers of every control that reads
     /// `topic` and whose window may hold an event timed in [lo, hi].
-    async fn redecide(&mut self, topic: Topic, lo: i64, hi: i64) -> Result<Vec<(usize, Vec<Finding>)>, ControlError> {
+    async fn redecide(
+        &mut self,
+        state: &State,
+        topic: Topic,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<(usize, Vec<Finding>)>, ControlError> {
         let mut out = Vec::new();
         for (index, control) in self.controls.iter_mut().enumerate() {
             if !control.reads.contains(&topic) || control.decided.is_empty() {
@@ -84,7 +90,7 @@ impl ControlSet {
                     triggers.push(rows);
                 }
             }
-            let findings = if triggers.is_empty() { Vec::new() } else { control.run(triggers, true).await? };
+            let findings = if triggers.is_empty() { Vec::new() } else { control.run(state, triggers, true).await? };
             out.push((index, findings));
         }
         Ok(out)

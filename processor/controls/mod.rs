@@ -18,6 +18,7 @@
 
 mod amend;
 mod docs;
+mod keys;
 mod meta;
 mod output;
 mod source;
@@ -27,7 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::DurationMillisecondArray;
+use datafusion::arrow::array::{ArrayRef, DurationMillisecondArray};
 use datafusion::arrow::array::{BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::kernels::cmp::lt_eq;
 use datafusion::arrow::compute::kernels::numeric::add;
@@ -88,6 +89,17 @@ pub struct Control {
     late: Vec<RecordBatch>,
     /// Trigger rows already decided, kept for amendments (see `amend`).
     decided: Vec<RecordBatch>,
+    /// State tables the query reads only through due keys.
+    restricted: Vec<Restricted>,
+}
+
+/// A state table a control reads only where its key columns match the due
+/// rows' (see `keys`).
+struct Restricted {
+    topic: Topic,
+    /// (state column, due column) positions.
+    pairs: Vec<(usize, usize)>,
+    only: table::Only,
 }
 
 /// A violation found by a control, before it is stamped and encoded.
@@ -248,8 +260,23 @@ impl ControlSet {
         Ok(())
     }
 
-    /// Runs every control over its triggers that are due at `watermark`.
-    pub async fn evaluate(&mut self, watermark: i64) -> Result<Vec<Evaluation>, ControlError> {
+    /// The key columns whose state index lets controls read only the rows
+    /// their due triggers name (see `keys`); the state should keep them.
+    pub fn key_columns(&self) -> Vec<(Topic, usize)> {
+        let mut out: Vec<(Topic, usize)> = self
+            .controls
+            .iter()
+            .flat_map(|c| &c.restricted)
+            .flat_map(|r| r.pairs.iter().map(|p| (r.topic, p.0)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Runs every control over its triggers that are due at `watermark`,
+    /// against `state`.
+    pub async fn evaluate(&mut self, state: &State, watermark: i64) -> Result<Vec<Evaluation>, ControlError> {
         let mut out = Vec::new();
         for (index, control) in self.controls.iter_mut().enumerate() {
             let pending = std::mem::take(&mut control.pending);
@@ -267,7 +294,7 @@ impl ControlSet {
                 }
                 let started = Instant::now();
                 control.decided.extend(batches.iter().cloned());
-                let findings = control.run(batches, is_late).await?;
+                let findings = control.run(state, batches, is_late).await?;
                 out.push(Evaluation { control: index, due_rows, findings, elapsed: started.elapsed() });
             }
         }
@@ -296,7 +323,7 @@ impl Control {
         Ok((non_empty(due), non_empty(rest)))
     }
 
-    async fn run(&mut self, due: Vec<RecordBatch>, late: bool) -> Result<Vec<Finding>, ControlError> {
+    async fn run(&mut self, state: &State, due: Vec<RecordBatch>, late: bool) -> Result<Vec<Finding>, ControlError> {
         let wait = DurationMillisecondArray::new_scalar(crate::duration::millis(self.meta.wait()));
         let mut with_due_at = Vec::with_capacity(due.len());
         for batch in due {
@@ -305,9 +332,20 @@ impl Control {
             columns.push(due_at);
             with_due_at.push(RecordBatch::try_new(self.due_schema.clone(), columns).map_err(|e| self.run_error(e))?);
         }
+        for r in &self.restricted {
+            let pairs: Vec<(usize, Vec<&ArrayRef>)> = r
+                .pairs
+                .iter()
+                .map(|(column, due)| (*column, with_due_at.iter().map(|b| b.column(*due)).collect()))
+                .collect();
+            *r.only.write().unwrap_or_else(|p| p.into_inner()) = state.lookup(r.topic, &pairs);
+        }
         *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
         let result = async { self.ctx.execute_logical_plan(self.plan.clone()).await?.collect().await }.await;
         self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
+        for r in &self.restricted {
+            *r.only.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         let batches = result.map_err(|e| self.run_error(e))?;
         let mut findings = Vec::new();
         for batch in &batches {
@@ -407,6 +445,20 @@ async fn plan_one(
         }
         None => None,
     };
+    let optimized = ctx.state().optimize(&plan).map_err(|e| plan_err(e.to_string()))?;
+    let mut restricted = Vec::new();
+    for r in keys::restrictions(&optimized) {
+        let schema = catalog.event(r.topic).arrow.clone();
+        let position = |s: &Schema, name: &str| s.index_of(name).ok();
+        let pairs: Option<Vec<(usize, usize)>> =
+            r.keys.iter().map(|(c, d)| Some((position(&schema, c)?, position(&due_schema, d)?))).collect();
+        let Some(pairs) = pairs else { continue };
+        let only: table::Only = Arc::default();
+        let table = LiveTable::restricted(schema, state.table(r.topic), only.clone());
+        ctx.deregister_table(r.topic.name()).map_err(|e| plan_err(e.to_string()))?;
+        ctx.register_table(r.topic.name(), Arc::new(table)).map_err(|e| plan_err(e.to_string()))?;
+        restricted.push(Restricted { topic: r.topic, pairs, only });
+    }
     let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
     Ok(Control {
         meta,
@@ -422,6 +474,7 @@ async fn plan_one(
         pending: Vec::new(),
         late: Vec::new(),
         decided: Vec::new(),
+        restricted,
     })
 }
 

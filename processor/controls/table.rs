@@ -18,11 +18,21 @@ use crate::state::SharedBatches;
 pub(super) struct LiveTable {
     schema: SchemaRef,
     batches: SharedBatches,
+    /// When set, the rows a run reads instead of `batches` (the rows its due
+    /// triggers' keys select; see `keys`).
+    only: Option<Only>,
 }
+
+/// The rows one run of a control reads from a table, when restricted.
+pub(super) type Only = Arc<std::sync::RwLock<Option<Vec<datafusion::arrow::record_batch::RecordBatch>>>>;
 
 impl LiveTable {
     pub(super) fn new(schema: SchemaRef, batches: SharedBatches) -> LiveTable {
-        LiveTable { schema, batches }
+        LiveTable { schema, batches, only: None }
+    }
+
+    pub(super) fn restricted(schema: SchemaRef, batches: SharedBatches, only: Only) -> LiveTable {
+        LiveTable { schema, batches, only: Some(only) }
     }
 }
 
@@ -43,7 +53,11 @@ impl TableProvider for LiveTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = self.batches.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let only = self.only.as_ref().and_then(|o| o.read().unwrap_or_else(|p| p.into_inner()).clone());
+        let snapshot = match only {
+            Some(rows) => rows,
+            None => self.batches.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        };
         Ok(MemorySourceConfig::try_new_exec(&[snapshot], self.schema.clone(), projection.cloned())?)
     }
 }

@@ -91,13 +91,16 @@ impl Pipeline {
                 .with_native(config.native.clone())
                 .with_max_bytes(config.max_message_bytes)
         });
-        let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+        let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
         // The evidence query goes last: it reads the controls' decisions.
         let mut sources = sources.to_vec();
         if !sources.iter().any(|s| s.sql.contains("-- record: evidence")) {
             sources.push(crate::controls::builtin_evidence());
         }
         let controls = ControlSet::plan(&sources, &catalog, &state, &config.identities).await?;
+        for (topic, column) in controls.key_columns() {
+            state.index(topic, column);
+        }
         if config.identities.is_empty() {
             tracing::info!("no [identities] in the config: people are compared by their names as the tools spell them");
         }
@@ -314,7 +317,7 @@ impl Pipeline {
         }
         let mut evidence_rows = Vec::new();
         if let Some(w) = watermark {
-            for evaluation in self.controls.evaluate(w).await? {
+            for evaluation in self.controls.evaluate(&self.state, w).await? {
                 let control = &self.controls.controls()[evaluation.control];
                 if control.meta.evidence {
                     evidence_rows.extend(evaluation.findings);

@@ -1,0 +1,154 @@
+//! Rows of a topic's state by the value of one key column (change_id,
+//! commit_sha, …), so a control reads the rows its due triggers name
+//! instead of everything retained.
+//!
+//! Every appended row gets an id (a counter per topic); the index keeps, per
+//! value hash, the newest row id, and per row id the previous row id with
+//! the same hash — about 4 bytes per row plus one map entry per distinct
+//! value. Evicted rows stay in the chains until garbage outweighs what is
+//! retained, then the owner renumbers and rebuilds. Hash collisions are
+//! resolved by comparing the values themselves.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, StringArray};
+
+const NONE: u32 = u32::MAX;
+
+/// A value of a key column.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Text(String),
+    Int(i64),
+}
+
+/// The hash and value of row `row` of a key column (None for null or an
+/// unsupported type).
+pub fn key_at(column: &ArrayRef, row: usize) -> Option<(u64, Key)> {
+    if column.is_null(row) {
+        return None;
+    }
+    let any = column.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        let text = a.value(row);
+        return Some((fnv(text.as_bytes()), Key::Text(text.to_string())));
+    }
+    let int = if let Some(a) = any.downcast_ref::<Int64Array>() {
+        a.value(row)
+    } else {
+        i64::from(any.downcast_ref::<Int32Array>()?.value(row))
+    };
+    Some((fnv(&int.to_le_bytes()), Key::Int(int)))
+}
+
+/// The hash alone, without copying the value.
+fn hash_at(column: &ArrayRef, row: usize) -> Option<u64> {
+    if column.is_null(row) {
+        return None;
+    }
+    let any = column.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        return Some(fnv(a.value(row).as_bytes()));
+    }
+    let int = if let Some(a) = any.downcast_ref::<Int64Array>() {
+        a.value(row)
+    } else {
+        i64::from(any.downcast_ref::<Int32Array>()?.value(row))
+    };
+    Some(fnv(&int.to_le_bytes()))
+}
+
+/// FNV-1a, 64 bits.
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The map's keys are hashes already.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Default)]
+pub struct KeyIndex {
+    /// Position of the key column in the topic's schema.
+    pub column: usize,
+    heads: HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>,
+    /// Row id (minus `base`) → previous row id with the same hash.
+    next: Vec<u32>,
+    base: u32,
+}
+
+impl std::fmt::Debug for KeyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyIndex(column {}, {} values, {} rows)", self.column, self.heads.len(), self.next.len())
+    }
+}
+
+impl KeyIndex {
+    pub fn new(column: usize, base: u32) -> KeyIndex {
+        KeyIndex { column, heads: HashMap::default(), next: Vec::new(), base }
+    }
+
+    /// Indexes a batch's key column whose first row has id `first`.
+    pub fn add(&mut self, column: &ArrayRef, first: u32) {
+        debug_assert_eq!(first, self.base + self.next.len() as u32);
+        self.next.reserve(column.len());
+        for row in 0..column.len() {
+            let id = first + row as u32;
+            let previous = match hash_at(column, row) {
+                Some(h) => self.heads.insert(h, id).unwrap_or(NONE),
+                None => NONE,
+            };
+            self.next.push(previous);
+        }
+    }
+
+    /// Row ids (newest first) whose key hashes like `hash`; some may be
+    /// evicted or collide, the caller checks.
+    pub fn candidates(&self, hash: u64, out: &mut Vec<u32>) {
+        let mut id = self.heads.get(&hash).copied().unwrap_or(NONE);
+        while id != NONE && id >= self.base {
+            out.push(id);
+            id = self.next[(id - self.base) as usize];
+        }
+    }
+
+    /// Bytes held, roughly.
+    pub fn bytes(&self) -> usize {
+        self.next.capacity() * 4 + self.heads.capacity() * 13
+    }
+}
+
+/// The distinct keys of `column`, with their hashes.
+pub fn keys_of(columns: &[&ArrayRef]) -> (HashSet<u64>, HashSet<Key>) {
+    let mut hashes = HashSet::new();
+    let mut keys = HashSet::new();
+    for column in columns {
+        for row in 0..column.len() {
+            if let Some((h, k)) = key_at(column, row) {
+                hashes.insert(h);
+                keys.insert(k);
+            }
+        }
+    }
+    (hashes, keys)
+}
