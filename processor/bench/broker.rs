@@ -226,11 +226,16 @@ pub async fn latency(broker: &Broker, rate: usize, seconds: u64, seed: u64) -> a
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
     let events = rate * seconds as usize;
     // One generated day sent in `seconds`: event time runs ~1,440× faster
-    // than the wall clock at the defaults, so the default lateness (5 min)
-    // is ~0.2 s of wall time — about the skew between partitions' fetches.
+    // than the wall clock at the defaults.
     let mut gen = GenConfig::new(events, seed, wall_ms());
     gen.days = 1;
     let (stream, _) = generate(&gen);
+    // At that pace 5 minutes of event time pass in 0.2 s, less than the
+    // skew between the partitions' fetches; allow an hour (2.5 s of wall
+    // time) so that skew is not taken for late events. Latency is counted
+    // from due time plus this lateness, so it does not inflate the figure.
+    let mut config = config;
+    config.watermarks.allowed_lateness_ms = 3_600_000;
     let times: Vec<i64> = stream.iter().map(|e| e.time_ms).collect();
     let records = records(&catalog, &stream, Encoding::Avro, &config.input_topics).map_err(anyhow::Error::msg)?;
     drop(stream);
@@ -256,9 +261,14 @@ pub async fn latency(broker: &Broker, rate: usize, seconds: u64, seed: u64) -> a
     }
     let sent = crate::embedded::produce_paced(&broker.bootstrap, &records, rate).await?;
     let lateness = config.watermarks.allowed_lateness_ms;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(seconds.max(60));
     while status.borrow_and_update().consumed < events as u64 {
-        anyhow::ensure!(Instant::now() < deadline && !running.is_finished(), "vigil did not read the stream");
+        let consumed = status.borrow().consumed;
+        anyhow::ensure!(
+            Instant::now() < deadline && !running.is_finished(),
+            "vigil read {consumed} of {events} events within {} s after the last was sent: it does not keep up with {rate} events/s",
+            seconds.max(60)
+        );
         let _ = tokio::time::timeout(Duration::from_millis(100), status.changed()).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

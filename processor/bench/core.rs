@@ -60,6 +60,8 @@ pub struct CoreRun {
     pub heap_growth_bytes: Option<i64>,
     /// Seconds per stage: decode, store (triggers and state), evaluate, evict.
     pub stage_seconds: [f64; 4],
+    /// Seconds of evaluation per control.
+    pub control_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 /// Decode → Arrow → state → all controls over `events` pre-encoded events
@@ -75,6 +77,7 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let config = config()?;
     let mut engine = Engine::new(&config, &builtin_sources()).await?;
     let mut found = std::collections::BTreeSet::new();
+    let mut control_seconds = std::collections::BTreeMap::new();
     let heap_before = crate::alloc::live_bytes();
     let started = Instant::now();
     let mut next_tick = started + config.tick;
@@ -84,14 +87,14 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
             next_tick = Instant::now() + config.tick;
             if let Some(w) = engine.watermark() {
                 let evaluations = engine.decide(w).await?;
-                collect(&engine, evaluations, &mut found);
+                collect(&engine, evaluations, &mut found, &mut control_seconds);
             }
         }
     }
     // The end of the stream: everything due by then is decided.
     let end = last_time + 2 * 86_400_000;
     let evaluations = engine.decide(end).await?;
-    collect(&engine, evaluations, &mut found);
+    collect(&engine, evaluations, &mut found, &mut control_seconds);
     let seconds = started.elapsed().as_secs_f64();
     let heap_growth_bytes = heap_growth(heap_before);
     let usage = Topic::ALL.map(|t| engine.state.usage(t));
@@ -106,6 +109,7 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
         retained_events: usage.iter().map(|u| u.rows).sum(),
         retained_arrow_bytes: usage.iter().map(|u| u.bytes).sum(),
         heap_growth_bytes,
+        control_seconds,
         stage_seconds: {
             let s = engine.stages;
             [s.decode, s.store, s.evaluate, s.evict].map(|d| d.as_secs_f64())
@@ -121,9 +125,11 @@ fn collect(
     engine: &Engine,
     evaluations: Vec<crate::controls::Evaluation>,
     found: &mut std::collections::BTreeSet<String>,
+    seconds: &mut std::collections::BTreeMap<String, f64>,
 ) {
     for evaluation in evaluations {
         let meta = &engine.controls.controls()[evaluation.control].meta;
+        *seconds.entry(meta.id.clone()).or_default() += evaluation.elapsed.as_secs_f64();
         if meta.evidence {
             continue;
         }

@@ -87,23 +87,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let held = eval_large.heap_growth_bytes.unwrap_or(eval_large.retained_arrow_bytes as i64);
     let bytes_per_event = held as f64 / eval_large.retained_events.max(1) as f64;
 
+    // A measurement that cannot finish is reported as such, with the others.
+    let mut failures = serde_json::Map::new();
     let (e2e, latency) = if args.no_broker {
         (None, None)
     } else {
         let broker = broker::Broker::start(args.brokers.clone())?;
         eprintln!("bench: {} events through the broker at {}…", args.e2e_events, broker.bootstrap);
-        let e2e = broker::e2e(&broker, args.e2e_events, args.seed).await?;
-        eprintln!(
-            "bench:   bare consumer {:.0} events/s, vigil {:.0} events/s",
-            e2e.bare_events_per_s, e2e.vigil_events_per_s
-        );
+        let e2e = match broker::e2e(&broker, args.e2e_events, args.seed).await {
+            Ok(e2e) => {
+                eprintln!(
+                    "bench:   bare consumer {:.0} events/s, vigil {:.0} events/s",
+                    e2e.bare_events_per_s, e2e.vigil_events_per_s
+                );
+                Some(e2e)
+            }
+            Err(e) => {
+                eprintln!("bench:   failed: {e:#}");
+                failures.insert("e2e".into(), json!(format!("{e:#}")));
+                None
+            }
+        };
         eprintln!("bench: decision latency at {} events/s for {} s…", args.rate, args.latency_seconds);
-        let latency = broker::latency(&broker, args.rate, args.latency_seconds, args.seed).await?;
-        eprintln!(
-            "bench:   p50 {:.3} s, p99 {:.3} s over {} decisions",
-            latency.p50_s, latency.p99_s, latency.decisions
-        );
-        (Some(e2e), Some(latency))
+        let latency = match broker::latency(&broker, args.rate, args.latency_seconds, args.seed).await {
+            Ok(latency) => {
+                eprintln!(
+                    "bench:   p50 {:.3} s, p99 {:.3} s over {} decisions",
+                    latency.p50_s, latency.p99_s, latency.decisions
+                );
+                Some(latency)
+            }
+            Err(e) => {
+                eprintln!("bench:   failed: {e:#}");
+                failures.insert("latency".into(), json!(format!("{e:#}")));
+                None
+            }
+        };
+        (e2e, latency)
     };
     let e2e_ratio = e2e.as_ref().map(|e| e.ratio);
     let p99 = latency.as_ref().map(|l| l.p99_s);
@@ -148,6 +168,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             "eval_large": eval_large,
             "e2e": e2e,
             "latency": latency,
+            "failures": failures,
             "machine": machine(),
         }),
     );
