@@ -185,6 +185,8 @@ mod tests {
             // Keyed once, read whole once.
             "SELECT d.deploy_id FROM due d JOIN change c ON c.change_id = d.change_id \
              WHERE EXISTS (SELECT 1 FROM change a WHERE a.requester = d.actor)",
+            // NOT IN: one null key in the table empties the answer.
+            "SELECT d.deploy_id FROM due d WHERE d.change_id NOT IN (SELECT c.change_id FROM change c)",
             // Only by a coarse column.
             "SELECT d.deploy_id FROM due d JOIN change c ON c.service = d.service",
         ] {
