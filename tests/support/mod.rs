@@ -112,11 +112,18 @@ impl Tansu {
 
 /// A config for `vigil run` against `bootstrap`, with the generated
 /// organisation's identity map and short timeouts for tests.
+/// Producer settings that keep every record at the start of a stored batch.
+const ONE_RECORD_PER_BATCH: &str = "[kafka.producer_properties]\n\"batch.num.messages\" = \"1\"\n";
+
+/// Vigil's outputs too go one record per batch: an instance reads the
+/// violations and evidence topics on from where it stopped, which is
+/// mid-batch for tansu as soon as a producer batches (see [`generate`]).
 pub fn write_config(dir: &Path, bootstrap: &str, group: &str, metrics_port: u16) -> PathBuf {
     let path = dir.join(format!("{group}-{metrics_port}.toml"));
     let text = format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n\n\
          [kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n\
+         {ONE_RECORD_PER_BATCH}\n\
          [time]\ntick = \"200ms\"\nidle_timeout = \"1s\"\n\n\
          [metrics]\naddr = \"127.0.0.1:{metrics_port}\"\n\n{}",
         vigil::generate::identities_toml()
@@ -136,7 +143,7 @@ pub fn write_config(dir: &Path, bootstrap: &str, group: &str, metrics_port: u16)
 pub fn generate(bootstrap: &str, events: usize, seed: u64, dir: &Path) -> Vec<String> {
     let truth_path = dir.join("truth.json");
     let config = dir.join("generate.toml");
-    std::fs::write(&config, "[kafka.producer_properties]\n\"batch.num.messages\" = \"1\"\n").unwrap();
+    std::fs::write(&config, ONE_RECORD_PER_BATCH).unwrap();
     let status = Command::new(VIGIL)
         .args(["generate", "--events", &events.to_string(), "--seed", &seed.to_string(), "--brokers", bootstrap])
         .arg("--config")
