@@ -8,7 +8,7 @@
 //! stalled after about 200,000 of a 1,000,000-record backlog. The demo stays
 //! well below that; bigger runs want a real broker (`--brokers`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -181,51 +181,41 @@ pub fn read_from(
     let consumer: BaseConsumer<ReaderContext> = client.create_with_context(ReaderContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    // Read up to the high watermark each partition has now. End-of-partition
-    // events alone are not trusted: a broker may report one early (tansu
-    // has), and a reader that stops short would take published ids for new.
-    let mut position: HashMap<i32, i64> = HashMap::new();
-    let mut target: HashMap<i32, i64> = HashMap::new();
     let mut list = TopicPartitionList::new();
     for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
-        let start = from.get(p).copied().unwrap_or(low).max(low);
-        position.insert(*p, start);
-        target.insert(*p, high);
-        list.add_partition_offset(topic, *p, Offset::Offset(start))?;
+        let offset = from.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        list.add_partition_offset(topic, *p, offset)?;
     }
     consumer.assign(&list)?;
+    let mut at_end = HashSet::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
-    while partitions.iter().any(|p| position[p] < target[p]) {
+    while at_end.len() < partitions.len() {
         if Instant::now() > deadline {
             anyhow::bail!("{topic}: not read to its end within {timeout:?}");
         }
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                position.insert(m.partition(), m.offset() + 1);
-                out.push(ReadRecord {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                    headers: m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| {
-                                    (
-                                        h.key.to_string(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                })
+            Some(Ok(m)) => out.push(ReadRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
             }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => tracing::debug!(error = %e, "reader"),
+            None => {}
         }
     }
     Ok(out)
