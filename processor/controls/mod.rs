@@ -406,8 +406,12 @@ async fn plan_one(
     config.options_mut().sql_parser.collect_spans = true;
     let ctx = SessionContext::new_with_config(config);
     ctx.register_udf(identities.udf());
+    // Each state table gets its restriction slot now: the plan keeps the
+    // providers it is planned with.
+    let slots: [table::Only; 4] = Default::default();
     for topic in Topic::ALL {
-        let table = LiveTable::new(catalog.event(topic).arrow.clone(), state.table(topic));
+        let schema = catalog.event(topic).arrow.clone();
+        let table = LiveTable::restricted(schema, state.table(topic), slots[topic.index()].clone());
         ctx.register_table(topic.name(), Arc::new(table)).map_err(|e| plan_err(e.to_string()))?;
     }
     let trigger = catalog.event(meta.trigger);
@@ -453,11 +457,7 @@ async fn plan_one(
         let pairs: Option<Vec<(usize, usize)>> =
             r.keys.iter().map(|(c, d)| Some((position(&schema, c)?, position(&due_schema, d)?))).collect();
         let Some(pairs) = pairs else { continue };
-        let only: table::Only = Arc::default();
-        let table = LiveTable::restricted(schema, state.table(r.topic), only.clone());
-        ctx.deregister_table(r.topic.name()).map_err(|e| plan_err(e.to_string()))?;
-        ctx.register_table(r.topic.name(), Arc::new(table)).map_err(|e| plan_err(e.to_string()))?;
-        restricted.push(Restricted { topic: r.topic, pairs, only });
+        restricted.push(Restricted { topic: r.topic, pairs, only: slots[r.topic.index()].clone() });
     }
     let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
     Ok(Control {
