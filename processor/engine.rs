@@ -79,15 +79,7 @@ impl Engine {
             }
         };
         let decoders = Topic::ALL.map(|t| make_decoder(t, config.formats[t.index()]));
-        let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
-        let mut sources = sources.to_vec();
-        if !sources.iter().any(|s| s.sql.contains("-- record: evidence")) {
-            sources.push(crate::controls::builtin_evidence());
-        }
-        let controls = ControlSet::plan(&sources, &catalog, &state, &config.identities).await?;
-        for (topic, column) in controls.key_columns() {
-            state.index(topic, column);
-        }
+        let (state, controls) = plan(&catalog, sources, &config.identities).await?;
         Ok(Engine {
             catalog,
             decoders,
@@ -232,4 +224,24 @@ pub fn messages_of(
         .enumerate()
         .filter(move |(_, (t, _))| *t == topic)
         .map(move |(i, (_, p))| RawMessage::new(Some(p), 0, first_offset + i as i64))
+}
+
+/// The controls planned against an empty state — the built-in evidence
+/// query last unless one is given, as it reads the controls' decisions —
+/// and that state, keeping the key indexes the controls read through.
+pub async fn plan(
+    catalog: &Catalog,
+    sources: &[ControlSource],
+    identities: &Arc<crate::identity::Identities>,
+) -> Result<(State, ControlSet), crate::controls::ControlError> {
+    let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+    let mut sources = sources.to_vec();
+    if !sources.iter().any(|s| s.sql.contains("-- record: evidence")) {
+        sources.push(crate::controls::builtin_evidence());
+    }
+    let controls = ControlSet::plan(&sources, catalog, &state, identities).await?;
+    for (topic, column) in controls.key_columns() {
+        state.index(topic, column);
+    }
+    Ok((state, controls))
 }

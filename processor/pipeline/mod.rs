@@ -91,16 +91,7 @@ impl Pipeline {
                 .with_native(config.native.clone())
                 .with_max_bytes(config.max_message_bytes)
         });
-        let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
-        // The evidence query goes last: it reads the controls' decisions.
-        let mut sources = sources.to_vec();
-        if !sources.iter().any(|s| s.sql.contains("-- record: evidence")) {
-            sources.push(crate::controls::builtin_evidence());
-        }
-        let controls = ControlSet::plan(&sources, &catalog, &state, &config.identities).await?;
-        for (topic, column) in controls.key_columns() {
-            state.index(topic, column);
-        }
+        let (state, controls) = crate::engine::plan(&catalog, sources, &config.identities).await?;
         if config.identities.is_empty() {
             tracing::info!("no [identities] in the config: people are compared by their names as the tools spell them");
         }
