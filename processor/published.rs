@@ -13,7 +13,11 @@
 //! A rebalance revokes a partition from its old owner (which drops that
 //! partition's state and pending triggers, having acknowledged everything it
 //! published) before the new owner is assigned it, so the new owner's read
-//! sees every id the old owner published for it.
+//! sees every id the old owner published for it. A broker that completes a
+//! join without waiting for the other members to rejoin (tansu) assigns
+//! first and revokes later; the pipeline therefore reads on only a few
+//! seconds after a new assignment, by when the old owner has heard of the
+//! rebalance and stopped.
 //!
 //! The dead-letter topic is read the same way: a replay decodes the same bad
 //! records again, and a record already dead-lettered (by its source topic,

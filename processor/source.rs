@@ -179,6 +179,9 @@ impl Source {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
+            // Hear of a rebalance within a second (librdkafka's default is
+            // 3 s): an old owner stops deciding for revoked partitions sooner.
+            .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000");
         for (k, v) in &config.consumer_properties {
             client.set(k, v);

@@ -59,8 +59,9 @@ pub struct Pipeline {
     sink: Sink,
     /// Ids already on the violations topic; never published again.
     published: Published,
-    /// Read the violations topic on before the next decision (start-up, new partitions).
-    catch_up: bool,
+    /// Read the violations topic on before the next decision (start-up, new
+    /// partitions), and not before this instant.
+    catch_up: Option<Instant>,
     /// What late events changed, waiting to be published at the next tick.
     amendments: Vec<(Amendment, Vec<String>)>,
     /// Partitions of the change topic the group assigned here; access
@@ -111,7 +112,7 @@ impl Pipeline {
         let published = Published::new(&config);
         Ok(Pipeline {
             published,
-            catch_up: true,
+            catch_up: Some(Instant::now()),
             owned_change: Vec::new(),
             amendments: Vec::new(),
             watermarks: Watermarks::new(config.watermarks),
@@ -272,7 +273,9 @@ impl Pipeline {
         let reachable = self.source.broker_reachable();
         self.metrics.ready.set(i64::from(!assigned.is_empty() && reachable));
         self.metrics.assigned_partitions.set(assigned.len() as i64);
-        let watermark = self.watermarks.advance(now, wall_ms());
+        // Nothing assigned, nothing to decide: what state remains (the
+        // access topic) is no one's to judge here.
+        let watermark = if assigned.is_empty() { None } else { self.watermarks.advance(now, wall_ms()) };
         if watermark.is_none() && self.status.ticks % 50 == 49 {
             let waiting: Vec<String> = self
                 .watermarks
@@ -283,18 +286,18 @@ impl Pipeline {
             tracing::info!(?waiting, "no watermark yet: waiting for these partitions to be read or caught up");
         }
         let mut violations = Vec::new();
-        if self.catch_up && watermark.is_some() {
+        if self.catch_up.is_some_and(|at| now >= at) && watermark.is_some() {
             match self.published.catch_up(CATCH_UP_TIMEOUT).await {
                 Ok(read) => {
                     tracing::info!(read, known = self.published.len(), "read the violations topic on");
-                    self.catch_up = false;
+                    self.catch_up = None;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the violations topic yet; deciding nothing until it can be read")
                 }
             }
         }
-        if self.catch_up {
+        if self.catch_up.is_some() {
             // Nothing may be published (or committed past) before we know
             // what already was.
             self.report(watermark, 0);
@@ -410,7 +413,7 @@ impl Pipeline {
         }
         self.source.read_access_in_full(true);
         self.watermarks.reset();
-        self.catch_up = true;
+        self.catch_up = Some(Instant::now() + REASSIGNMENT_SETTLE);
     }
 
     /// Forgets what belongs to revoked partitions: their next owner replays
@@ -419,6 +422,10 @@ impl Pipeline {
         self.state.drop_partitions(revoked);
         self.controls.drop_partitions(revoked);
         self.watermarks.forget(revoked);
+        // What remains may be behind what was revoked (or nothing remains):
+        // the watermark is recomputed from it, never kept from before.
+        self.watermarks.reset();
+        self.owned_change.retain(|p| !revoked.contains(&(Topic::Change, *p)));
         for tp in revoked {
             self.next_offsets.remove(tp);
         }
@@ -455,6 +462,14 @@ pub fn wall_ms() -> i64 {
 
 /// Longest wait for the violations topic to be read on.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long after a new assignment the violations topic is read on: the
+/// partitions' previous owners may still be publishing. Kafka revokes them
+/// before it assigns them elsewhere, but a broker that completes a join
+/// without waiting for the other members (tansu) assigns first, and the old
+/// owner hears of it at its next heartbeat (every second, see the source)
+/// and stops after its current tick.
+const REASSIGNMENT_SETTLE: Duration = Duration::from_secs(3);
 
 /// How long to wait between looks at a status channel.
 pub const STATUS_POLL: Duration = Duration::from_millis(50);
