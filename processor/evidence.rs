@@ -16,7 +16,6 @@
 //! partition number of the deploy's own partition, which one instance owns.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::controls::Finding;
@@ -87,18 +86,8 @@ impl Outcome {
 /// A row of the evidence query before the outcomes and the chain.
 pub fn record_of(finding: &Finding) -> Result<EvidenceRecord, String> {
     let row = finding.details.as_deref().ok_or("an evidence finding without its row")?;
-    let text = |k: &str| row.get(k).and_then(Value::as_str).map(str::to_string);
-    let list = |k: &str| -> Vec<String> {
-        let mut items: Vec<String> = row
-            .get(k)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        items.sort();
-        items
-    };
+    let text = |k: &str| row.text(k);
+    let list = |k: &str| row.list(k);
     Ok(EvidenceRecord {
         evidence_id: crate::violation::violation_id("EVIDENCE", &finding.subject),
         deploy_id: finding.subject.clone(),
@@ -109,10 +98,10 @@ pub fn record_of(finding: &Finding) -> Result<EvidenceRecord, String> {
         commit_sha: text("commit_sha").unwrap_or_default(),
         artifact_digest: text("artifact_digest"),
         deployer: text("deployer").unwrap_or_default(),
-        automated: row.get("automated").and_then(Value::as_bool).unwrap_or(false),
+        automated: row.bool("automated").unwrap_or(false),
         change_id: text("change_id"),
         change_approver: text("change_approver"),
-        change_approved_at: text("change_approved_at").as_deref().and_then(parse_time),
+        change_approved_at: row.time_ms("change_approved_at"),
         change_type: text("change_type"),
         pull_request: text("pull_request"),
         pr_author: text("pr_author"),
@@ -124,7 +113,7 @@ pub fn record_of(finding: &Finding) -> Result<EvidenceRecord, String> {
         outcomes: Vec::new(),
         violations: Vec::new(),
         compliant: true,
-        partition: row.get("source_partition").and_then(Value::as_i64).unwrap_or(0) as i32,
+        partition: row.int("source_partition").unwrap_or(0) as i32,
         sequence: 0,
         prev_hash: String::new(),
         hash: String::new(),
@@ -134,16 +123,7 @@ pub fn record_of(finding: &Finding) -> Result<EvidenceRecord, String> {
 /// The subject a control's outcome for this deploy is filed under, from the
 /// query's `subject:<CONTROL>` columns.
 pub fn related_subject(finding: &Finding, control: &str) -> Option<String> {
-    let row: &Map<String, Value> = finding.details.as_deref()?;
-    row.get(&format!("subject:{control}")).and_then(Value::as_str).map(str::to_string)
-}
-
-/// arrow-json writes timestamps without a zone; they are UTC.
-fn parse_time(text: &str) -> Option<i64> {
-    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|t| t.and_utc().timestamp_millis())
-        .or_else(|| chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis()))
+    finding.details.as_deref()?.text(&format!("subject:{control}"))
 }
 
 impl EvidenceRecord {
@@ -184,9 +164,28 @@ impl EvidenceRecord {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{
+        ArrayRef, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
+    };
+
     use super::*;
+    use crate::controls::row::Row;
 
     fn record() -> EvidenceRecord {
+        let mut reviewers = ListBuilder::new(StringBuilder::new());
+        reviewers.values().append_value("b");
+        reviewers.values().append_value("a");
+        reviewers.append(true);
+        let batch = RecordBatch::try_from_iter([
+            ("environment", Arc::new(StringArray::from(vec!["production"])) as ArrayRef),
+            ("status", Arc::new(StringArray::from(vec!["succeeded"]))),
+            ("reviewers", Arc::new(reviewers.finish())),
+            ("change_approved_at", Arc::new(TimestampMillisecondArray::from(vec![1_795_167_000_000]))),
+            ("source_partition", Arc::new(Int32Array::from(vec![2]))),
+        ])
+        .unwrap();
         let finding = Finding {
             subject: "d-1".into(),
             service: "payments".into(),
@@ -194,10 +193,7 @@ mod tests {
             message: String::new(),
             evidence: vec![],
             late: false,
-            details: Some(Box::new(
-                serde_json::from_str(r#"{"environment":"production","status":"succeeded","reviewers":["b","a"],"change_approved_at":"2026-11-20T09:30:00","source_partition":2}"#)
-                    .unwrap(),
-            )),
+            details: Some(Box::new(Row::new(batch, 0))),
         };
         record_of(&finding).unwrap()
     }

@@ -9,7 +9,7 @@
 //! retained, then the owner renumbers and rebuilds. Hash collisions are
 //! resolved by comparing the values themselves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, StringArray};
@@ -23,40 +23,95 @@ pub enum Key {
     Int(i64),
 }
 
-/// The hash and value of row `row` of a key column (None for null or an
-/// unsupported type).
-pub fn key_at(column: &ArrayRef, row: usize) -> Option<(u64, Key)> {
-    if column.is_null(row) {
-        return None;
-    }
-    let any = column.as_any();
-    if let Some(a) = any.downcast_ref::<StringArray>() {
-        let text = a.value(row);
-        return Some((fnv(text.as_bytes()), Key::Text(text.to_string())));
-    }
-    let int = if let Some(a) = any.downcast_ref::<Int64Array>() {
-        a.value(row)
-    } else {
-        i64::from(any.downcast_ref::<Int32Array>()?.value(row))
-    };
-    Some((fnv(&int.to_le_bytes()), Key::Int(int)))
+/// A key column's value at one row, borrowed.
+enum KeyRef<'a> {
+    Text(&'a str),
+    Int(i64),
 }
 
-/// The hash alone, without copying the value.
+impl KeyRef<'_> {
+    fn at(column: &ArrayRef, row: usize) -> Option<KeyRef<'_>> {
+        if column.is_null(row) {
+            return None;
+        }
+        let any = column.as_any();
+        if let Some(a) = any.downcast_ref::<StringArray>() {
+            return Some(KeyRef::Text(a.value(row)));
+        }
+        if let Some(a) = any.downcast_ref::<Int64Array>() {
+            return Some(KeyRef::Int(a.value(row)));
+        }
+        Some(KeyRef::Int(i64::from(any.downcast_ref::<Int32Array>()?.value(row))))
+    }
+
+    fn hash(&self) -> u64 {
+        match self {
+            KeyRef::Text(t) => fnv(t.as_bytes()),
+            KeyRef::Int(i) => fnv(&i.to_le_bytes()),
+        }
+    }
+
+    fn owned(&self) -> Key {
+        match self {
+            KeyRef::Text(t) => Key::Text((*t).to_string()),
+            KeyRef::Int(i) => Key::Int(*i),
+        }
+    }
+
+    fn equals(&self, key: &Key) -> bool {
+        match (self, key) {
+            (KeyRef::Text(a), Key::Text(b)) => *a == b.as_str(),
+            (KeyRef::Int(a), Key::Int(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The hash of row `row` of a key column (None for null or an unsupported
+/// type).
 fn hash_at(column: &ArrayRef, row: usize) -> Option<u64> {
-    if column.is_null(row) {
-        return None;
+    KeyRef::at(column, row).map(|k| k.hash())
+}
+
+/// The distinct values a lookup wants, by hash.
+#[derive(Default)]
+pub struct Wanted(HashMap<u64, Vec<Key>>);
+
+impl Wanted {
+    /// The distinct non-null values of `columns`.
+    pub fn of(columns: &[&ArrayRef]) -> Wanted {
+        let mut wanted = Wanted::default();
+        for column in columns {
+            for row in 0..column.len() {
+                let Some(k) = KeyRef::at(column, row) else { continue };
+                let values = wanted.0.entry(k.hash()).or_default();
+                if !values.iter().any(|v| k.equals(v)) {
+                    values.push(k.owned());
+                }
+            }
+        }
+        wanted
     }
-    let any = column.as_any();
-    if let Some(a) = any.downcast_ref::<StringArray>() {
-        return Some(fnv(a.value(row).as_bytes()));
+
+    /// Distinct hashes wanted.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
-    let int = if let Some(a) = any.downcast_ref::<Int64Array>() {
-        a.value(row)
-    } else {
-        i64::from(any.downcast_ref::<Int32Array>()?.value(row))
-    };
-    Some(fnv(&int.to_le_bytes()))
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// Whether row `row` of `column` holds a wanted value of hash `hash`
+    /// (chains are per hash; this resolves collisions).
+    pub fn matches(&self, hash: u64, column: &ArrayRef, row: usize) -> bool {
+        let Some(values) = self.0.get(&hash) else { return false };
+        KeyRef::at(column, row).is_some_and(|k| values.iter().any(|v| k.equals(v)))
+    }
 }
 
 /// FNV-1a, 64 bits.
@@ -132,23 +187,13 @@ impl KeyIndex {
         }
     }
 
+    /// Distinct values indexed (evicted ones included until a rebuild).
+    pub fn distinct(&self) -> usize {
+        self.heads.len()
+    }
+
     /// Bytes held, roughly.
     pub fn bytes(&self) -> usize {
         self.next.capacity() * 4 + self.heads.capacity() * 13
     }
-}
-
-/// The distinct keys of `column`, with their hashes.
-pub fn keys_of(columns: &[&ArrayRef]) -> (HashSet<u64>, HashSet<Key>) {
-    let mut hashes = HashSet::new();
-    let mut keys = HashSet::new();
-    for column in columns {
-        for row in 0..column.len() {
-            if let Some((h, k)) = key_at(column, row) {
-                hashes.insert(h);
-                keys.insert(k);
-            }
-        }
-    }
-    (hashes, keys)
 }

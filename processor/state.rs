@@ -19,6 +19,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::index::KeyIndex;
 use crate::schema::{EventSchema, Topic};
 
+/// A lookup wanting at least 1/WHOLE_TABLE_SHARE of a key column's distinct
+/// values reads the whole table instead.
+const WHOLE_TABLE_SHARE: usize = 5;
+
 /// A table's batches, shared with the control engine.
 pub type SharedBatches = Arc<RwLock<Vec<RecordBatch>>>;
 
@@ -118,32 +122,39 @@ impl State {
 
     /// The retained rows of `topic` whose key column holds one of the values
     /// of the given columns (of the due rows), for any of the pairs; `None`
-    /// when a column has no index.
+    /// (read the whole table) when a column has no index or the due rows
+    /// want at least a fifth of its distinct values.
     pub fn lookup(&self, topic: Topic, pairs: &[(usize, Vec<&ArrayRef>)]) -> Option<Vec<RecordBatch>> {
         let state = &self.topics[topic.index()];
         let batches = state.batches.read().unwrap_or_else(|p| p.into_inner());
-        let mut rows: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
+        let mut ids = Vec::new();
         for (column, keys) in pairs {
             let index = state.indexes.iter().find(|i| i.column == *column)?;
-            let (hashes, wanted) = crate::index::keys_of(keys);
-            let mut ids = Vec::new();
-            for h in hashes {
-                index.candidates(h, &mut ids);
+            let wanted = crate::index::Wanted::of(keys);
+            // Wanting a good part of the table's values: reading it whole is
+            // cheaper than picking the rows out of it.
+            if wanted.len() * WHOLE_TABLE_SHARE >= index.distinct() {
+                return None;
             }
-            for id in ids {
-                let at = state.first_ids.partition_point(|f| *f <= id);
-                let Some(b) = at.checked_sub(1) else { continue };
-                let row = (id - state.first_ids[b]) as usize;
-                if row >= batches[b].num_rows() {
-                    continue; // evicted
-                }
-                if crate::index::key_at(batches[b].column(*column), row).is_some_and(|(_, k)| wanted.contains(&k)) {
-                    rows.entry(b).or_default().push(row as u32);
+            for h in wanted.hashes() {
+                ids.clear();
+                index.candidates(h, &mut ids);
+                for id in &ids {
+                    let at = state.first_ids.partition_point(|f| f <= id);
+                    let Some(b) = at.checked_sub(1) else { continue };
+                    let row = (id - state.first_ids[b]) as usize;
+                    if row < batches[b].num_rows() && wanted.matches(h, batches[b].column(*column), row) {
+                        rows[b].push(row as u32);
+                    }
                 }
             }
         }
-        let mut out = Vec::with_capacity(rows.len());
-        for (b, mut picked) in rows {
+        let mut out = Vec::new();
+        for (b, mut picked) in rows.into_iter().enumerate() {
+            if picked.is_empty() {
+                continue;
+            }
             picked.sort_unstable();
             picked.dedup();
             let indices = datafusion::arrow::array::UInt32Array::from(picked);

@@ -21,11 +21,13 @@ mod docs;
 mod keys;
 mod meta;
 mod output;
+mod plan;
+pub mod row;
 mod source;
 mod table;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, DurationMillisecondArray};
@@ -33,13 +35,10 @@ use datafusion::arrow::array::{BooleanArray, RecordBatch, TimestampMillisecondAr
 use datafusion::arrow::compute::kernels::cmp::lt_eq;
 use datafusion::arrow::compute::kernels::numeric::add;
 use datafusion::arrow::compute::{filter_record_batch, not};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::DFSchema;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use sha2::{Digest, Sha256};
+use datafusion::prelude::SessionContext;
 
 pub use amend::Amendment;
 pub use docs::reference;
@@ -49,8 +48,8 @@ pub use source::{builtin_evidence, builtin_sources, load_dir, ControlSource};
 use crate::identity::Identities;
 use crate::schema::{Catalog, Topic};
 use crate::state::{min_offsets, without_partitions, SharedBatches, State};
-use output::{check_output, findings_of, json_rows};
-use table::LiveTable;
+use output::findings_of;
+use plan::plan_each;
 
 /// The column the `due` table adds to the trigger's: its decision time,
 /// event_time + grace (look-back) or + deadline (absence). Absence controls
@@ -112,7 +111,7 @@ pub struct Finding {
     pub evidence: Vec<String>,
     pub late: bool,
     /// An evidence query's row: every column, by name.
-    pub details: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    pub details: Option<Box<row::Row>>,
 }
 
 /// What one control's evaluation produced.
@@ -323,6 +322,21 @@ impl Control {
         Ok((non_empty(due), non_empty(rest)))
     }
 
+    /// Runs the planned query over what the tables hold now. With
+    /// `VIGIL_EXPLAIN=<control id>` the physical plan and its metrics are
+    /// printed to stderr after each run (profiling).
+    async fn execute(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let frame = self.ctx.execute_logical_plan(self.plan.clone()).await?;
+        if std::env::var("VIGIL_EXPLAIN").ok().as_deref() != Some(self.meta.id.as_str()) {
+            return frame.collect().await;
+        }
+        let plan = frame.create_physical_plan().await?;
+        let out = datafusion::physical_plan::collect(plan.clone(), self.ctx.task_ctx()).await?;
+        let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref());
+        eprintln!("{} plan, with metrics:\n{}", self.meta.id, shown.indent(true));
+        Ok(out)
+    }
+
     async fn run(&mut self, state: &State, due: Vec<RecordBatch>, late: bool) -> Result<Vec<Finding>, ControlError> {
         let wait = DurationMillisecondArray::new_scalar(crate::duration::millis(self.meta.wait()));
         let mut with_due_at = Vec::with_capacity(due.len());
@@ -332,6 +346,7 @@ impl Control {
             columns.push(due_at);
             with_due_at.push(RecordBatch::try_new(self.due_schema.clone(), columns).map_err(|e| self.run_error(e))?);
         }
+        let t0 = Instant::now();
         for r in &self.restricted {
             let pairs: Vec<(usize, Vec<&ArrayRef>)> = r
                 .pairs
@@ -341,150 +356,22 @@ impl Control {
             *r.only.write().unwrap_or_else(|p| p.into_inner()) = state.lookup(r.topic, &pairs);
         }
         *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
-        let result = async { self.ctx.execute_logical_plan(self.plan.clone()).await?.collect().await }.await;
+        let t1 = Instant::now();
+        let result = self.execute().await;
         self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
         for r in &self.restricted {
             *r.only.write().unwrap_or_else(|p| p.into_inner()) = None;
         }
         let batches = result.map_err(|e| self.run_error(e))?;
+        let t2 = Instant::now();
         let mut findings = Vec::new();
         for batch in &batches {
-            findings_of(batch, late, &mut findings).map_err(|e| self.run_error(e))?;
+            findings_of(batch, late, self.meta.evidence, &mut findings).map_err(|e| self.run_error(e))?;
         }
-        if self.meta.evidence {
-            let rows = json_rows(&batches).map_err(|e| self.run_error(e))?;
-            for (finding, row) in findings.iter_mut().zip(rows) {
-                finding.details = Some(Box::new(row));
-            }
-        }
+        tracing::debug!(control = %self.meta.id, lookup = ?(t1 - t0), execute = ?(t2 - t1), findings = ?t2.elapsed(), "evaluated");
         // A query may join its way to the same subject twice; one fact, one finding.
         let mut seen = std::collections::HashSet::new();
         findings.retain(|f| seen.insert(f.subject.clone()));
         Ok(findings)
     }
-}
-
-/// Every source planned, and every error met (a bad file, a duplicate id).
-async fn plan_each(
-    sources: &[ControlSource],
-    catalog: &Catalog,
-    state: &State,
-    identities: &Arc<Identities>,
-) -> (Vec<Control>, Vec<ControlError>) {
-    let mut controls: Vec<Control> = Vec::with_capacity(sources.len());
-    let mut errors = Vec::new();
-    for source in sources {
-        match plan_one(source, catalog, state, identities).await {
-            Ok(control) => match controls.iter().find(|c| c.meta.id == control.meta.id) {
-                Some(other) => errors.push(ControlError::Header {
-                    file: source.file.clone(),
-                    line: 1,
-                    message: format!("control id {} is already used by {}", control.meta.id, other.file),
-                }),
-                None => controls.push(control),
-            },
-            Err(e) => errors.push(e),
-        }
-    }
-    (controls, errors)
-}
-
-async fn plan_one(
-    source: &ControlSource,
-    catalog: &Catalog,
-    state: &State,
-    identities: &Arc<Identities>,
-) -> Result<Control, ControlError> {
-    let file = source.file.clone();
-    let meta = meta::parse(&source.sql).map_err(|(line, message)| ControlError::Header {
-        file: file.clone(),
-        line,
-        message,
-    })?;
-    let plan_err = |message: String| ControlError::Plan { file: file.clone(), message };
-    let mut config = SessionConfig::new().with_target_partitions(1);
-    config.options_mut().sql_parser.collect_spans = true;
-    let ctx = SessionContext::new_with_config(config);
-    ctx.register_udf(identities.udf());
-    // Each state table gets its restriction slot now: the plan keeps the
-    // providers it is planned with.
-    let slots: [table::Only; 4] = Default::default();
-    for topic in Topic::ALL {
-        let schema = catalog.event(topic).arrow.clone();
-        let table = LiveTable::restricted(schema, state.table(topic), slots[topic.index()].clone());
-        ctx.register_table(topic.name(), Arc::new(table)).map_err(|e| plan_err(e.to_string()))?;
-    }
-    let trigger = catalog.event(meta.trigger);
-    let due: SharedBatches = Arc::new(RwLock::new(Vec::new()));
-    let mut due_fields: Vec<Field> = trigger.arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
-    due_fields.push(Field::new(DUE_AT, DataType::Timestamp(TimeUnit::Millisecond, None), false));
-    let due_schema = Arc::new(Schema::new(due_fields));
-    ctx.register_table("due", Arc::new(LiveTable::new(due_schema.clone(), due.clone())))
-        .map_err(|e| plan_err(e.to_string()))?;
-    let plan = ctx.state().create_logical_plan(&source.sql).await.map_err(|e| match sql_line(&e) {
-        Some(line) => ControlError::Sql { file: file.clone(), line, message: e.to_string() },
-        None => plan_err(e.to_string()),
-    })?;
-    check_output(plan.schema().as_arrow().fields(), meta.evidence).map_err(plan_err)?;
-    let mut reads = Vec::new();
-    plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            if let Some(topic) = Topic::from_name(scan.table_name.table()) {
-                if !reads.contains(&topic) {
-                    reads.push(topic);
-                }
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })
-    .map_err(|e| plan_err(e.to_string()))?;
-    let filter = match &meta.filter {
-        Some(text) => {
-            let df_schema = DFSchema::try_from(trigger.arrow.clone()).map_err(|e| plan_err(e.to_string()))?;
-            let expr = ctx
-                .parse_sql_expr(text, &df_schema)
-                .and_then(|e| ctx.create_physical_expr(e, &df_schema))
-                .map_err(|e| plan_err(format!("filter `{text}`: {e}")))?;
-            Some(expr)
-        }
-        None => None,
-    };
-    let optimized = ctx.state().optimize(&plan).map_err(|e| plan_err(e.to_string()))?;
-    let mut restricted = Vec::new();
-    for r in keys::restrictions(&optimized) {
-        let schema = catalog.event(r.topic).arrow.clone();
-        let position = |s: &Schema, name: &str| s.index_of(name).ok();
-        let pairs: Option<Vec<(usize, usize)>> =
-            r.keys.iter().map(|(c, d)| Some((position(&schema, c)?, position(&due_schema, d)?))).collect();
-        let Some(pairs) = pairs else { continue };
-        restricted.push(Restricted { topic: r.topic, pairs, only: slots[r.topic.index()].clone() });
-    }
-    let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
-    Ok(Control {
-        meta,
-        version,
-        file,
-        ctx,
-        plan,
-        due,
-        due_schema,
-        filter,
-        time_index: trigger.time_index,
-        reads,
-        pending: Vec::new(),
-        late: Vec::new(),
-        decided: Vec::new(),
-        restricted,
-    })
-}
-
-/// The line of the SQL file an error points at: from DataFusion's
-/// diagnostic span, or the parser's "at Line: N" text.
-fn sql_line(e: &datafusion::error::DataFusionError) -> Option<usize> {
-    if let Some(span) = e.diagnostic().and_then(|d| d.span) {
-        return Some(span.start.line as usize);
-    }
-    let text = e.to_string();
-    let rest = &text[text.find("Line: ")? + "Line: ".len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }

@@ -58,7 +58,14 @@ fn text_column(batch: &RecordBatch, name: &str) -> datafusion::error::Result<Str
         .unwrap_or_else(|| StringArray::from(Vec::<String>::new())))
 }
 
-pub(super) fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding>) -> datafusion::error::Result<()> {
+/// The findings of a result batch; with `rows`, each keeps its row (an
+/// evidence query's columns).
+pub(super) fn findings_of(
+    batch: &RecordBatch,
+    late: bool,
+    rows: bool,
+    out: &mut Vec<Finding>,
+) -> datafusion::error::Result<()> {
     let subject = text_column(batch, "subject")?;
     let service = text_column(batch, "service")?;
     let message = match batch.column_by_name("message") {
@@ -117,7 +124,7 @@ pub(super) fn findings_of(batch: &RecordBatch, late: bool, out: &mut Vec<Finding
             message: if message.is_null(row) { String::new() } else { message.value(row).to_string() },
             evidence,
             late,
-            details: None,
+            details: rows.then(|| Box::new(super::row::Row::new(batch.clone(), row))),
         });
     }
     Ok(())
@@ -145,20 +152,4 @@ impl Evidence {
             Evidence::List(_) => {}
         }
     }
-}
-
-/// Every row of `batches` with a subject, as a JSON object of its columns
-/// (what an evidence record is made of).
-pub(super) fn json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    writer.write_batches(&refs).map_err(|e| e.to_string())?;
-    writer.finish().map_err(|e| e.to_string())?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    Ok(rows.into_iter().filter(|r| r.get("subject").is_some_and(|s| !s.is_null())).collect())
 }

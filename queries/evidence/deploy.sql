@@ -31,13 +31,15 @@ reviews AS (
         ON r.kind = 'pr_review' AND r.repo = merge.repo AND r.pr_number = merge.pr_number
     GROUP BY merge.deploy_id
 ),
-runs AS (
-    SELECT d.deploy_id,
-           array_agg(DISTINCT concat(c.kind, ' ', coalesce(c.scan_type, ''), ' ', coalesce(c.outcome, ''), ' ',
-                                     coalesce(c.pipeline_run_id, c.event_id))) AS ci_runs
+run AS (
+    SELECT DISTINCT d.deploy_id,
+           concat(c.kind, ' ', coalesce(c.scan_type, ''), ' ', coalesce(c.outcome, ''), ' ',
+                  coalesce(c.pipeline_run_id, c.event_id)) AS ci_run
     FROM d JOIN ci c
         ON c.commit_sha = d.commit_sha AND c.kind IN ('build', 'test', 'scan') AND c.event_time <= d.event_time
-    GROUP BY d.deploy_id
+),
+runs AS (
+    SELECT deploy_id, array_agg(ci_run) AS ci_runs FROM run GROUP BY deploy_id
 ),
 approval AS (
     SELECT d.deploy_id,

@@ -1,0 +1,143 @@
+//! Planning a control: its SQL against the state tables and its `due`
+//! table, once at start-up, with the restricted reads its plan allows.
+
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use sha2::{Digest, Sha256};
+
+use super::output::check_output;
+use super::table::{self, LiveTable};
+use super::{keys, meta, Control, ControlError, ControlSource, Restricted, DUE_AT};
+use crate::identity::Identities;
+use crate::schema::{Catalog, Topic};
+use crate::state::{SharedBatches, State};
+
+/// Every source planned, and every error met (a bad file, a duplicate id).
+pub(super) async fn plan_each(
+    sources: &[ControlSource],
+    catalog: &Catalog,
+    state: &State,
+    identities: &Arc<Identities>,
+) -> (Vec<Control>, Vec<ControlError>) {
+    let mut controls: Vec<Control> = Vec::with_capacity(sources.len());
+    let mut errors = Vec::new();
+    for source in sources {
+        match plan_one(source, catalog, state, identities).await {
+            Ok(control) => match controls.iter().find(|c| c.meta.id == control.meta.id) {
+                Some(other) => errors.push(ControlError::Header {
+                    file: source.file.clone(),
+                    line: 1,
+                    message: format!("control id {} is already used by {}", control.meta.id, other.file),
+                }),
+                None => controls.push(control),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    (controls, errors)
+}
+
+async fn plan_one(
+    source: &ControlSource,
+    catalog: &Catalog,
+    state: &State,
+    identities: &Arc<Identities>,
+) -> Result<Control, ControlError> {
+    let file = source.file.clone();
+    let meta = meta::parse(&source.sql).map_err(|(line, message)| ControlError::Header {
+        file: file.clone(),
+        line,
+        message,
+    })?;
+    let plan_err = |message: String| ControlError::Plan { file: file.clone(), message };
+    let mut config = SessionConfig::new().with_target_partitions(1);
+    config.options_mut().sql_parser.collect_spans = true;
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(identities.udf());
+    // Each state table gets its restriction slot now: the plan keeps the
+    // providers it is planned with.
+    let slots: [table::Only; 4] = Default::default();
+    for topic in Topic::ALL {
+        let schema = catalog.event(topic).arrow.clone();
+        let table = LiveTable::restricted(schema, state.table(topic), slots[topic.index()].clone());
+        ctx.register_table(topic.name(), Arc::new(table)).map_err(|e| plan_err(e.to_string()))?;
+    }
+    let trigger = catalog.event(meta.trigger);
+    let due: SharedBatches = Arc::new(RwLock::new(Vec::new()));
+    let mut due_fields: Vec<Field> = trigger.arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
+    due_fields.push(Field::new(DUE_AT, DataType::Timestamp(TimeUnit::Millisecond, None), false));
+    let due_schema = Arc::new(Schema::new(due_fields));
+    ctx.register_table("due", Arc::new(LiveTable::new(due_schema.clone(), due.clone())))
+        .map_err(|e| plan_err(e.to_string()))?;
+    let plan = ctx.state().create_logical_plan(&source.sql).await.map_err(|e| match sql_line(&e) {
+        Some(line) => ControlError::Sql { file: file.clone(), line, message: e.to_string() },
+        None => plan_err(e.to_string()),
+    })?;
+    check_output(plan.schema().as_arrow().fields(), meta.evidence).map_err(plan_err)?;
+    let mut reads = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Some(topic) = Topic::from_name(scan.table_name.table()) {
+                if !reads.contains(&topic) {
+                    reads.push(topic);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| plan_err(e.to_string()))?;
+    let filter = match &meta.filter {
+        Some(text) => {
+            let df_schema = DFSchema::try_from(trigger.arrow.clone()).map_err(|e| plan_err(e.to_string()))?;
+            let expr = ctx
+                .parse_sql_expr(text, &df_schema)
+                .and_then(|e| ctx.create_physical_expr(e, &df_schema))
+                .map_err(|e| plan_err(format!("filter `{text}`: {e}")))?;
+            Some(expr)
+        }
+        None => None,
+    };
+    let optimized = ctx.state().optimize(&plan).map_err(|e| plan_err(e.to_string()))?;
+    let mut restricted = Vec::new();
+    for r in keys::restrictions(&optimized) {
+        let schema = catalog.event(r.topic).arrow.clone();
+        let position = |s: &Schema, name: &str| s.index_of(name).ok();
+        let pairs: Option<Vec<(usize, usize)>> =
+            r.keys.iter().map(|(c, d)| Some((position(&schema, c)?, position(&due_schema, d)?))).collect();
+        let Some(pairs) = pairs else { continue };
+        restricted.push(Restricted { topic: r.topic, pairs, only: slots[r.topic.index()].clone() });
+    }
+    let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
+    Ok(Control {
+        meta,
+        version,
+        file,
+        ctx,
+        plan,
+        due,
+        due_schema,
+        filter,
+        time_index: trigger.time_index,
+        reads,
+        pending: Vec::new(),
+        late: Vec::new(),
+        decided: Vec::new(),
+        restricted,
+    })
+}
+
+/// The line of the SQL file an error points at: from DataFusion's
+/// diagnostic span, or the parser's "at Line: N" text.
+fn sql_line(e: &datafusion::error::DataFusionError) -> Option<usize> {
+    if let Some(span) = e.diagnostic().and_then(|d| d.span) {
+        return Some(span.start.line as usize);
+    }
+    let text = e.to_string();
+    let rest = &text[text.find("Line: ")? + "Line: ".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
