@@ -4,7 +4,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -45,12 +45,20 @@ impl Row {
 
     pub fn int(&self, name: &str) -> Option<i64> {
         let column = self.value(name)?;
+        match column.data_type() {
+            DataType::Int64 => return Some(column.as_primitive::<Int64Type>().value(self.row)),
+            DataType::Int32 => return Some(i64::from(column.as_primitive::<Int32Type>().value(self.row))),
+            _ => {}
+        }
         let one = self.cast(column, &DataType::Int64)?;
         Some(one.as_primitive::<Int64Type>().value(0))
     }
 
     pub fn bool(&self, name: &str) -> Option<bool> {
         let column = self.value(name)?;
+        if let Some(b) = column.as_boolean_opt() {
+            return Some(b.value(self.row));
+        }
         let one = self.cast(column, &DataType::Boolean)?;
         Some(one.as_boolean().value(0))
     }
@@ -58,6 +66,9 @@ impl Row {
     /// A timestamp (any unit, or text Arrow can parse) in epoch milliseconds, UTC.
     pub fn time_ms(&self, name: &str) -> Option<i64> {
         let column = self.value(name)?;
+        if let Some(t) = column.as_primitive_opt::<TimestampMillisecondType>() {
+            return Some(t.value(self.row));
+        }
         let one = self.cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
         Some(one.as_primitive::<TimestampMillisecondType>().value(0))
     }
