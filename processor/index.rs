@@ -106,6 +106,11 @@ impl Wanted {
         self.0.keys().copied()
     }
 
+    /// Whether row `row` of `column` holds a wanted value.
+    pub fn holds(&self, column: &ArrayRef, row: usize) -> bool {
+        KeyRef::at(column, row).is_some_and(|k| self.matches(k.hash(), column, row))
+    }
+
     /// Whether row `row` of `column` holds a wanted value of hash `hash`
     /// (chains are per hash; this resolves collisions).
     pub fn matches(&self, hash: u64, column: &ArrayRef, row: usize) -> bool {

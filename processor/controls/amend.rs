@@ -10,13 +10,14 @@
 //! a new (late) violation, a subject that violated only without them is
 //! retracted. Nothing a late event changes goes unrecorded.
 
-use datafusion::arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::and;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
 
 use super::{ControlError, ControlSet, Finding};
 use crate::duration::millis;
+use crate::index::Wanted;
 use crate::schema::Topic;
 use crate::state::State;
 
@@ -45,9 +46,12 @@ impl ControlSet {
             state.append(topic, batch);
             return Ok(Vec::new());
         };
-        let before = self.redecide(state, topic, lo, hi).await?;
-        state.append(topic, batch);
-        let after = self.redecide(state, topic, lo, hi).await?;
+        let late = rows_between(&batch, time_index, i64::MIN, watermark.unwrap_or(i64::MAX))
+            .map_err(|e| ControlError::Run { id: "amendments".into(), message: e.to_string() })?;
+        let late = late.as_ref().unwrap_or(&batch);
+        let before = self.redecide(state, topic, late, lo, hi).await?;
+        state.append(topic, batch.clone());
+        let after = self.redecide(state, topic, late, lo, hi).await?;
         let mut out = Vec::new();
         for ((control, before), (_, after)) in before.into_iter().zip(after) {
             for finding in &after {
@@ -65,11 +69,15 @@ impl ControlSet {
     }
 
     /// Findings over the decided triggers of every control that reads
-    /// `topic` and whose window may hold an event timed in [lo, hi].
+    /// `topic` and whose window may hold an event timed in [lo, hi]. A
+    /// control that reads `topic` only by key (see `keys`) re-runs only the
+    /// triggers whose key one of the `late` rows holds: the others read none
+    /// of them, so their findings cannot change.
     async fn redecide(
         &mut self,
         state: &State,
         topic: Topic,
+        late: &RecordBatch,
         lo: i64,
         hi: i64,
     ) -> Result<Vec<(usize, Vec<Finding>)>, ControlError> {
@@ -82,13 +90,20 @@ impl ControlSet {
             // absence: it follows the trigger by up to the deadline.
             let from = lo.saturating_sub(millis(control.meta.wait()));
             let to = hi.saturating_add(millis(control.meta.lookback));
+            let keys: Vec<(Wanted, usize)> = control
+                .restricted
+                .iter()
+                .filter(|r| r.topic == topic)
+                .flat_map(|r| r.pairs.iter().map(|(column, due)| (Wanted::of(&[late.column(*column)]), *due)))
+                .collect();
             let mut triggers = Vec::new();
             for batch in &control.decided {
-                if let Some(rows) =
-                    rows_between(batch, control.time_index, from, to).map_err(|e| control.run_error(e))?
-                {
-                    triggers.push(rows);
-                }
+                let rows = rows_between(batch, control.time_index, from, to).map_err(|e| control.run_error(e))?;
+                let rows = match rows {
+                    Some(rows) if !keys.is_empty() => keyed(&rows, &keys).map_err(|e| control.run_error(e))?,
+                    rows => rows,
+                };
+                triggers.extend(rows);
             }
             let findings = if triggers.is_empty() { Vec::new() } else { control.run(state, triggers, true).await? };
             out.push((index, findings));
@@ -123,6 +138,20 @@ fn max_time(batch: &RecordBatch, time_index: usize) -> Option<i64> {
 fn late_range(batch: &RecordBatch, time_index: usize, watermark: i64) -> Option<(i64, i64)> {
     let late = times(batch, time_index)?.iter().flatten().filter(|t| *t <= watermark);
     late.fold(None, |acc, t| Some(acc.map_or((t, t), |(lo, hi): (i64, i64)| (lo.min(t), hi.max(t)))))
+}
+
+/// The rows of `batch` whose column `due` holds a wanted key, for any pair.
+fn keyed(
+    batch: &RecordBatch,
+    keys: &[(Wanted, usize)],
+) -> Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
+    if keys.iter().any(|(_, due)| *due >= batch.num_columns()) {
+        return Ok(Some(batch.clone())); // keyed by the decision time: no narrowing
+    }
+    let mask: BooleanArray =
+        (0..batch.num_rows()).map(|row| Some(keys.iter().any(|(w, due)| w.holds(batch.column(*due), row)))).collect();
+    let rows = filter_record_batch(batch, &mask)?;
+    Ok((rows.num_rows() > 0).then_some(rows))
 }
 
 fn rows_between(
