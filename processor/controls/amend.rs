@@ -10,6 +10,8 @@
 //! a new (late) violation, a subject that violated only without them is
 //! retracted. Nothing a late event changes goes unrecorded.
 
+use std::collections::HashSet;
+
 use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::and;
 use datafusion::arrow::compute::filter_record_batch;
@@ -54,13 +56,16 @@ impl ControlSet {
         let after = self.redecide(state, topic, late, lo, hi).await?;
         let mut out = Vec::new();
         for ((control, before), (_, after)) in before.into_iter().zip(after) {
-            for finding in &after {
-                if !before.iter().any(|f| f.subject == finding.subject) {
-                    out.push(Amendment::New { control, finding: Finding { late: true, ..finding.clone() } });
+            let subjects =
+                |findings: &[Finding]| -> HashSet<String> { findings.iter().map(|f| f.subject.clone()).collect() };
+            let (was, is) = (subjects(&before), subjects(&after));
+            for finding in after {
+                if !was.contains(&finding.subject) {
+                    out.push(Amendment::New { control, finding: Finding { late: true, ..finding } });
                 }
             }
             for finding in before {
-                if !after.iter().any(|f| f.subject == finding.subject) {
+                if !is.contains(&finding.subject) {
                     out.push(Amendment::Retracted { control, finding });
                 }
             }
