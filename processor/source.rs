@@ -182,6 +182,9 @@ impl Source {
             // Hear of a rebalance within a second (librdkafka's default is
             // 3 s): an old owner stops deciding for revoked partitions sooner.
             .set("heartbeat.interval.ms", "1000")
+            // A quiet partition's fetch returns within 100 ms (default
+            // 500 ms): the event that makes a decision due is read sooner.
+            .set("fetch.wait.max.ms", "100")
             .set("statistics.interval.ms", "5000");
         for (k, v) in &config.consumer_properties {
             client.set(k, v);

@@ -148,14 +148,11 @@ pub async fn e2e(broker: &Broker, events: usize, seed: u64) -> anyhow::Result<E2
     let mut status = pipeline.status();
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(pipeline.run(stopped));
-    let (mut started, deadline) = (None, Instant::now() + Duration::from_secs(600));
+    let deadline = Instant::now() + Duration::from_secs(600);
     let vigil = loop {
         let s: Status = status.borrow_and_update().clone();
-        if s.consumed > 0 && started.is_none() {
-            started = Some(Instant::now());
-        }
         if s.consumed >= events as u64 {
-            break started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            break s.first_consumed_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
         }
         anyhow::ensure!(!running.is_finished() && Instant::now() < deadline, "vigil did not read the stream: {s:?}");
         let _ = tokio::time::timeout(Duration::from_millis(5), status.changed()).await;
@@ -181,6 +178,7 @@ fn bare_read(config: &Config, events: usize) -> anyhow::Result<f64> {
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", format!("{}-bare-{}", config.group_id, wall_ms()))
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100") // as Vigil's source sets it
         .create()?;
     let mut list = TopicPartitionList::new();
     for topic in &config.input_topics {
@@ -226,9 +224,13 @@ pub async fn latency(broker: &Broker, rate: usize, seconds: u64, seed: u64) -> a
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
     let events = rate * seconds as usize;
     // One generated day sent in `seconds`: event time runs ~1,440× faster
-    // than the wall clock at the defaults.
+    // than the wall clock at the defaults. The day starts now, as a live
+    // stream's does: one that lies wholly
+    // behind the wall clock would be all late (an idle topic's watermark
+    // follows the wall clock), decided on arrival, and measure nothing.
     let mut gen = GenConfig::new(events, seed, wall_ms());
     gen.days = 1;
+    gen.end_ms = wall_ms() + 86_400_000 + 60_000;
     let (stream, _) = generate(&gen);
     // At that pace 5 minutes of event time pass in 0.2 s, less than the
     // skew between the partitions' fetches; allow an hour (2.5 s of wall
@@ -253,9 +255,10 @@ pub async fn latency(broker: &Broker, rate: usize, seconds: u64, seed: u64) -> a
     let mut status = pipeline.status();
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(pipeline.run(stopped));
-    // Start once Vigil holds its partitions.
+    // Start once Vigil decides: it holds its partitions and has read the
+    // violations topic on (steady state, not start-up, is measured).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while status.borrow_and_update().ticks < 20 {
+    while !status.borrow_and_update().deciding {
         anyhow::ensure!(Instant::now() < deadline && !running.is_finished(), "vigil did not start");
         let _ = tokio::time::timeout(Duration::from_millis(100), status.changed()).await;
     }

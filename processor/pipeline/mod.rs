@@ -33,11 +33,16 @@ use crate::violation::Violation;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Status {
     pub consumed: u64,
+    /// When the first message was read.
+    pub first_consumed_at: Option<Instant>,
     pub rejected: u64,
     pub violations: u64,
     pub pending_triggers: usize,
     pub watermark: Option<i64>,
     pub caught_up: bool,
+    /// Whether it decides: it holds partitions and has read the violations
+    /// topic on since they were assigned.
+    pub deciding: bool,
     pub ticks: u64,
 }
 
@@ -199,6 +204,7 @@ impl Pipeline {
             self.metrics.events_consumed.with_label_values(&[topic.name()]).inc_by(of_topic.len() as u64);
             self.metrics.events_ignored.with_label_values(&[topic.name()]).inc_by(decoded.ignored as u64);
             self.status.consumed += of_topic.len() as u64;
+            self.status.first_consumed_at.get_or_insert(now);
             for m in &of_topic {
                 self.next_offsets.insert((topic, m.partition), m.offset + 1);
             }
