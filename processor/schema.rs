@@ -93,7 +93,10 @@ impl FieldKind {
 
     fn arrow(&self) -> DataType {
         match self {
-            FieldKind::Str | FieldKind::Enum(_) => DataType::Utf8,
+            FieldKind::Str => DataType::Utf8,
+            // A symbol's index per row (2 bytes, not the text and a 4-byte
+            // offset); every batch shares one array of the symbols.
+            FieldKind::Enum(_) => DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8)),
             FieldKind::Long => DataType::Int64,
             FieldKind::Int => DataType::Int32,
             FieldKind::Bool => DataType::Boolean,

@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    Array, ArrayRef, BooleanBuilder, DictionaryArray, Int16Builder, Int32Builder, Int64Builder, StringArray,
+    StringBuilder, TimestampMillisecondBuilder,
 };
+use datafusion::arrow::datatypes::Int16Type;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -14,8 +16,8 @@ use crate::schema::{EventSchema, FieldKind};
 
 enum Column {
     Str(StringBuilder),
-    /// An enum's text, and its symbols.
-    Enum(StringBuilder, Vec<String>),
+    /// An enum's symbol indexes, and its symbols (shared by every batch).
+    Enum(Int16Builder, Arc<StringArray>),
     Long(Int64Builder),
     Int(Int32Builder),
     Bool(BooleanBuilder),
@@ -25,13 +27,19 @@ enum Column {
 impl Column {
     fn push(&mut self, slot: Slot<'_>) {
         match (self, slot) {
-            (Column::Str(b) | Column::Enum(b, _), Slot::Str(s)) => b.append_value(s),
-            (Column::Enum(b, symbols), Slot::Symbol(i)) => b.append_value(&symbols[i as usize]),
+            (Column::Str(b), Slot::Str(s)) => b.append_value(s),
+            (Column::Enum(b, _), Slot::Symbol(i)) => b.append_value(i as i16),
+            // The decoders check a text against the symbols first.
+            (Column::Enum(b, symbols), Slot::Str(s)) => match symbols.iter().position(|v| v == Some(s)) {
+                Some(i) => b.append_value(i as i16),
+                None => unreachable!("`{s}` is not a symbol of its enum"),
+            },
             (Column::Long(b), Slot::Long(v)) => b.append_value(v),
             (Column::Time(b), Slot::Long(v)) => b.append_value(v),
             (Column::Int(b), Slot::Int(v)) => b.append_value(v),
             (Column::Bool(b), Slot::Bool(v)) => b.append_value(v),
-            (Column::Str(b) | Column::Enum(b, _), Slot::Null) => b.append_null(),
+            (Column::Str(b), Slot::Null) => b.append_null(),
+            (Column::Enum(b, _), Slot::Null) => b.append_null(),
             (Column::Long(b), Slot::Null) => b.append_null(),
             (Column::Time(b), Slot::Null) => b.append_null(),
             (Column::Int(b), Slot::Null) => b.append_null(),
@@ -50,7 +58,12 @@ impl Column {
             Arc::new(array)
         }
         match self {
-            Column::Str(b) | Column::Enum(b, _) => exact(b.finish()),
+            Column::Str(b) => exact(b.finish()),
+            Column::Enum(b, symbols) => {
+                let mut keys = b.finish();
+                keys.shrink_to_fit();
+                Arc::new(DictionaryArray::<Int16Type>::new(keys, symbols.clone()))
+            }
             Column::Long(b) => exact(b.finish()),
             Column::Int(b) => exact(b.finish()),
             Column::Bool(b) => exact(b.finish()),
@@ -74,7 +87,9 @@ impl BatchBuilder {
             .iter()
             .map(|f| match &f.kind {
                 FieldKind::Str => Column::Str(StringBuilder::new()),
-                FieldKind::Enum(symbols) => Column::Enum(StringBuilder::new(), symbols.clone()),
+                FieldKind::Enum(symbols) => {
+                    Column::Enum(Int16Builder::new(), Arc::new(symbols.iter().map(Some).collect::<StringArray>()))
+                }
                 FieldKind::Long => Column::Long(Int64Builder::new()),
                 FieldKind::Int => Column::Int(Int32Builder::new()),
                 FieldKind::Bool => Column::Bool(BooleanBuilder::new()),
