@@ -23,7 +23,9 @@ unsafe impl GlobalAlloc for Counting {
         let p = unsafe { Inner.alloc(layout) };
         if !p.is_null() {
             LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-            INSTALLED.store(true, Ordering::Relaxed);
+            if !INSTALLED.load(Ordering::Relaxed) {
+                INSTALLED.store(true, Ordering::Relaxed); // once: a store per call dirties a shared line
+            }
         }
         p
     }

@@ -161,6 +161,12 @@ pub async fn e2e(broker: &Broker, events: usize, seed: u64) -> anyhow::Result<E2
     running.await??;
     let second = bare_read(&config, events)?;
     let bare = (first + second) / 2.0;
+    // A few batches' worth is read in about one fetch: no rate to speak of.
+    anyhow::ensure!(
+        bare.min(vigil) >= 0.2,
+        "{events} events were read in {bare:.3} s (bare) and {vigil:.3} s (vigil), too fast to time; \
+         use --e2e-events of 200000 or more"
+    );
     Ok(E2eRun {
         events,
         bare_seconds: [first, second],

@@ -23,6 +23,7 @@ mod meta;
 mod output;
 mod plan;
 pub mod row;
+mod run;
 mod source;
 mod table;
 
@@ -30,10 +31,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{ArrayRef, DurationMillisecondArray};
 use datafusion::arrow::array::{BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::kernels::cmp::lt_eq;
-use datafusion::arrow::compute::kernels::numeric::add;
 use datafusion::arrow::compute::{filter_record_batch, not};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
@@ -276,7 +275,7 @@ impl ControlSet {
     /// Runs every control over its triggers that are due at `watermark`,
     /// against `state`.
     pub async fn evaluate(&mut self, state: &State, watermark: i64) -> Result<Vec<Evaluation>, ControlError> {
-        let mut out = Vec::new();
+        let mut runs: Vec<(usize, Vec<RecordBatch>, bool)> = Vec::new();
         for (index, control) in self.controls.iter_mut().enumerate() {
             let pending = std::mem::take(&mut control.pending);
             let mut due = Vec::new();
@@ -287,15 +286,19 @@ impl ControlSet {
             }
             let late = std::mem::take(&mut control.late);
             for (batches, is_late) in [(due, false), (late, true)] {
-                let due_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-                if due_rows == 0 {
-                    continue;
+                if batches.iter().any(|b| b.num_rows() > 0) {
+                    control.decided.extend(batches.iter().cloned());
+                    runs.push((index, batches, is_late));
                 }
-                let started = Instant::now();
-                control.decided.extend(batches.iter().cloned());
-                let findings = control.run(state, batches, is_late).await?;
-                out.push(Evaluation { control: index, due_rows, findings, elapsed: started.elapsed() });
             }
+        }
+        let mut out = Vec::new();
+        for (index, batches, late) in runs {
+            let control = &mut self.controls[index];
+            let due_rows = batches.iter().map(RecordBatch::num_rows).sum();
+            let started = Instant::now();
+            let findings = control.run(state, batches, late).await?;
+            out.push(Evaluation { control: index, due_rows, findings, elapsed: started.elapsed() });
         }
         Ok(out)
     }
@@ -320,58 +323,5 @@ impl Control {
         let rest =
             filter_record_batch(batch, &not(&mask).map_err(|e| self.run_error(e))?).map_err(|e| self.run_error(e))?;
         Ok((non_empty(due), non_empty(rest)))
-    }
-
-    /// Runs the planned query over what the tables hold now. With
-    /// `VIGIL_EXPLAIN=<control id>` the physical plan and its metrics are
-    /// printed to stderr after each run (profiling).
-    async fn execute(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
-        let frame = self.ctx.execute_logical_plan(self.plan.clone()).await?;
-        if std::env::var("VIGIL_EXPLAIN").ok().as_deref() != Some(self.meta.id.as_str()) {
-            return frame.collect().await;
-        }
-        let plan = frame.create_physical_plan().await?;
-        let out = datafusion::physical_plan::collect(plan.clone(), self.ctx.task_ctx()).await?;
-        let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref());
-        eprintln!("{} plan, with metrics:\n{}", self.meta.id, shown.indent(true));
-        Ok(out)
-    }
-
-    async fn run(&mut self, state: &State, due: Vec<RecordBatch>, late: bool) -> Result<Vec<Finding>, ControlError> {
-        let wait = DurationMillisecondArray::new_scalar(crate::duration::millis(self.meta.wait()));
-        let mut with_due_at = Vec::with_capacity(due.len());
-        for batch in due {
-            let due_at = add(batch.column(self.time_index), &wait).map_err(|e| self.run_error(e))?;
-            let mut columns = batch.columns().to_vec();
-            columns.push(due_at);
-            with_due_at.push(RecordBatch::try_new(self.due_schema.clone(), columns).map_err(|e| self.run_error(e))?);
-        }
-        let t0 = Instant::now();
-        for r in &self.restricted {
-            let pairs: Vec<(usize, Vec<&ArrayRef>)> = r
-                .pairs
-                .iter()
-                .map(|(column, due)| (*column, with_due_at.iter().map(|b| b.column(*due)).collect()))
-                .collect();
-            *r.only.write().unwrap_or_else(|p| p.into_inner()) = state.lookup(r.topic, &pairs);
-        }
-        *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
-        let t1 = Instant::now();
-        let result = self.execute().await;
-        self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
-        for r in &self.restricted {
-            *r.only.write().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        let batches = result.map_err(|e| self.run_error(e))?;
-        let t2 = Instant::now();
-        let mut findings = Vec::new();
-        for batch in &batches {
-            findings_of(batch, late, self.meta.evidence, &mut findings).map_err(|e| self.run_error(e))?;
-        }
-        tracing::debug!(control = %self.meta.id, lookup = ?(t1 - t0), execute = ?(t2 - t1), findings = ?t2.elapsed(), "evaluated");
-        // A query may join its way to the same subject twice; one fact, one finding.
-        let mut seen = std::collections::HashSet::new();
-        findings.retain(|f| seen.insert(f.subject.clone()));
-        Ok(findings)
     }
 }
