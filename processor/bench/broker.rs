@@ -184,7 +184,7 @@ fn bare_read(config: &Config, events: usize) -> anyhow::Result<f64> {
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", format!("{}-bare-{}", config.group_id, wall_ms()))
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100") // as Vigil's source sets it
+        .set("fetch.wait.max.ms", crate::source::FETCH_WAIT_MAX_MS) // as Vigil's source fetches
         .create()?;
     let mut list = TopicPartitionList::new();
     for topic in &config.input_topics {
@@ -231,9 +231,9 @@ pub async fn latency(broker: &Broker, rate: usize, seconds: u64, seed: u64) -> a
     let events = rate * seconds as usize;
     // One generated day sent in `seconds`: event time runs ~1,440× faster
     // than the wall clock at the defaults. The day starts now, as a live
-    // stream's does: one that lies wholly
-    // behind the wall clock would be all late (an idle topic's watermark
-    // follows the wall clock), decided on arrival, and measure nothing.
+    // stream's does: one wholly behind the wall clock would be all late (an
+    // idle topic's watermark follows the wall clock), decided on arrival,
+    // and measure nothing.
     let mut gen = GenConfig::new(events, seed, wall_ms());
     gen.days = 1;
     gen.end_ms = wall_ms() + 86_400_000 + 60_000;

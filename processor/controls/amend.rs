@@ -43,12 +43,12 @@ impl ControlSet {
         time_index: usize,
         watermark: Option<i64>,
     ) -> Result<Vec<Amendment>, ControlError> {
-        let late_range = watermark.and_then(|w| late_range(&batch, time_index, w));
-        let Some((lo, hi)) = late_range else {
+        let late_range = watermark.and_then(|w| late_range(&batch, time_index, w).map(|range| (w, range)));
+        let Some((watermark, (lo, hi))) = late_range else {
             state.append(topic, batch);
             return Ok(Vec::new());
         };
-        let late = rows_between(&batch, time_index, i64::MIN, watermark.unwrap_or(i64::MAX))
+        let late = rows_between(&batch, time_index, i64::MIN, watermark)
             .map_err(|e| ControlError::Run { id: "amendments".into(), message: e.to_string() })?;
         let late = late.as_ref().unwrap_or(&batch);
         let before = self.redecide(state, topic, late, lo, hi).await?;

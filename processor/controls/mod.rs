@@ -275,7 +275,7 @@ impl ControlSet {
     /// Runs every control over its triggers that are due at `watermark`,
     /// against `state`.
     pub async fn evaluate(&mut self, state: &State, watermark: i64) -> Result<Vec<Evaluation>, ControlError> {
-        let mut runs: Vec<(usize, Vec<RecordBatch>, bool)> = Vec::new();
+        let mut out = Vec::new();
         for (index, control) in self.controls.iter_mut().enumerate() {
             let pending = std::mem::take(&mut control.pending);
             let mut due = Vec::new();
@@ -286,19 +286,15 @@ impl ControlSet {
             }
             let late = std::mem::take(&mut control.late);
             for (batches, is_late) in [(due, false), (late, true)] {
-                if batches.iter().any(|b| b.num_rows() > 0) {
-                    control.decided.extend(batches.iter().cloned());
-                    runs.push((index, batches, is_late));
+                let due_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                if due_rows == 0 {
+                    continue;
                 }
+                let started = Instant::now();
+                control.decided.extend(batches.iter().cloned());
+                let findings = control.run(state, batches, is_late).await?;
+                out.push(Evaluation { control: index, due_rows, findings, elapsed: started.elapsed() });
             }
-        }
-        let mut out = Vec::new();
-        for (index, batches, late) in runs {
-            let control = &mut self.controls[index];
-            let due_rows = batches.iter().map(RecordBatch::num_rows).sum();
-            let started = Instant::now();
-            let findings = control.run(state, batches, late).await?;
-            out.push(Evaluation { control: index, due_rows, findings, elapsed: started.elapsed() });
         }
         Ok(out)
     }

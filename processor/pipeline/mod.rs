@@ -303,6 +303,7 @@ impl Pipeline {
                 }
             }
         }
+        self.status.deciding = self.catch_up.is_none() && !assigned.is_empty();
         if self.catch_up.is_some() {
             // Nothing may be published (or committed past) before we know
             // what already was.

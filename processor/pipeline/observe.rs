@@ -37,7 +37,6 @@ impl Pipeline {
         self.status.pending_triggers = pending;
         self.status.watermark = watermark;
         self.status.caught_up = self.watermarks.all_caught_up();
-        self.status.deciding = self.catch_up.is_none() && !self.source.assignment().is_empty();
         self.status.ticks += 1;
         self.status_tx.send_replace(self.status.clone());
     }

@@ -58,6 +58,11 @@ pub enum SourceError {
     Commit(KafkaError),
 }
 
+/// How long a fetch waits for records (librdkafka's default is 500 ms): a
+/// quiet partition's fetch returns sooner, so the event that makes a
+/// decision due is read sooner.
+pub const FETCH_WAIT_MAX_MS: &str = "100";
+
 /// How long a committed offset read for catch-up detection is trusted.
 const START_OFFSET_REFRESH: Duration = Duration::from_secs(3);
 
@@ -89,9 +94,7 @@ impl Source {
             // Hear of a rebalance within a second (librdkafka's default is
             // 3 s): an old owner stops deciding for revoked partitions sooner.
             .set("heartbeat.interval.ms", "1000")
-            // A quiet partition's fetch returns within 100 ms (default
-            // 500 ms): the event that makes a decision due is read sooner.
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
             .set("statistics.interval.ms", "5000");
         for (k, v) in &config.consumer_properties {
             client.set(k, v);
