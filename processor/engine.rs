@@ -241,6 +241,8 @@ pub async fn plan(
     }
     let controls = ControlSet::plan(&sources, catalog, &state, identities).await?;
     for (topic, column) in controls.key_columns() {
+        let name = catalog.event(topic).arrow.field(column).name().clone();
+        tracing::debug!(topic = topic.name(), column = name, "state keeps a key index");
         state.index(topic, column);
     }
     Ok((state, controls))

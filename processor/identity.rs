@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
@@ -127,8 +127,18 @@ impl ScalarUDFImpl for PrincipalUdf {
                 let strings = array.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
                     datafusion::error::DataFusionError::Internal("principal(): argument is not text".into())
                 })?;
-                let out: StringArray = strings.iter().map(resolve).collect();
-                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+                // Few people, many rows: each distinct name is resolved once.
+                let mut seen: datafusion::common::HashMap<&str, String> = Default::default();
+                let mut out = StringBuilder::with_capacity(strings.len(), strings.value_data().len());
+                for name in strings.iter() {
+                    match name {
+                        Some(name) => {
+                            out.append_value(seen.entry(name).or_insert_with(|| self.identities.resolve(name)))
+                        }
+                        None => out.append_null(),
+                    }
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
             }
         }
     }

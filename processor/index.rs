@@ -3,16 +3,18 @@
 //! instead of everything retained.
 //!
 //! Every appended row gets an id (a counter per topic); the index keeps, per
-//! value hash, the newest row id, and per row id the previous row id with
-//! the same hash — about 4 bytes per row plus one map entry per distinct
-//! value. Evicted rows stay in the chains until garbage outweighs what is
+//! value hash, the newest row id and how many rows have it (which lets a
+//! lookup weigh a key before reading it), and per row id the previous row
+//! id with the same hash — about 4 bytes per row plus one map entry per
+//! distinct value. Evicted rows stay in the chains until garbage outweighs what is
 //! retained, then the owner renumbers and rebuilds. Hash collisions are
 //! resolved by comparing the values themselves.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::Int16Type;
 
 const NONE: u32 = u32::MAX;
 
@@ -40,6 +42,11 @@ impl KeyRef<'_> {
         }
         if let Some(a) = any.downcast_ref::<Int64Array>() {
             return Some(KeyRef::Int(a.value(row)));
+        }
+        // Enum fields: one symbols array shared by every batch.
+        if let Some(a) = any.downcast_ref::<DictionaryArray<Int16Type>>() {
+            let symbols = a.values().as_any().downcast_ref::<StringArray>()?;
+            return Some(KeyRef::Text(symbols.value(a.keys().value(row) as usize)));
         }
         Some(KeyRef::Int(i64::from(any.downcast_ref::<Int32Array>()?.value(row))))
     }
@@ -151,7 +158,9 @@ impl Hasher for IdentityHasher {
 pub struct KeyIndex {
     /// Position of the key column in the topic's schema.
     pub column: usize,
-    heads: HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>,
+    /// Per hash: the newest row id, and how many rows have it (evicted ones
+    /// included until a rebuild).
+    heads: HashMap<u64, (u32, u32), BuildHasherDefault<IdentityHasher>>,
     /// Row id (minus `base`) → previous row id with the same hash.
     next: Vec<u32>,
     base: u32,
@@ -175,7 +184,15 @@ impl KeyIndex {
         for row in 0..column.len() {
             let id = first + row as u32;
             let previous = match hash_at(column, row) {
-                Some(h) => self.heads.insert(h, id).unwrap_or(NONE),
+                // Not `entry`: it reserves room even for a key present, and
+                // so doubles a full map a value early.
+                Some(h) => match self.heads.get_mut(&h) {
+                    Some(head) => std::mem::replace(head, (id, head.1 + 1)).0,
+                    None => {
+                        self.heads.insert(h, (id, 1));
+                        NONE
+                    }
+                },
                 None => NONE,
             };
             self.next.push(previous);
@@ -185,20 +202,21 @@ impl KeyIndex {
     /// Row ids (newest first) whose key hashes like `hash`; some may be
     /// evicted or collide, the caller checks.
     pub fn candidates(&self, hash: u64, out: &mut Vec<u32>) {
-        let mut id = self.heads.get(&hash).copied().unwrap_or(NONE);
+        let mut id = self.heads.get(&hash).map_or(NONE, |h| h.0);
         while id != NONE && id >= self.base {
             out.push(id);
             id = self.next[(id - self.base) as usize];
         }
     }
 
-    /// Distinct values indexed (evicted ones included until a rebuild).
-    pub fn distinct(&self) -> usize {
-        self.heads.len()
+    /// Rows whose key hashes like `hash`, at most (evicted ones included
+    /// until a rebuild).
+    pub fn count(&self, hash: u64) -> usize {
+        self.heads.get(&hash).map_or(0, |h| h.1 as usize)
     }
 
     /// Bytes held, roughly.
     pub fn bytes(&self) -> usize {
-        self.next.capacity() * 4 + self.heads.capacity() * 13
+        self.next.capacity() * 4 + self.heads.capacity() * 17
     }
 }

@@ -16,12 +16,16 @@ use std::sync::{Arc, RwLock};
 use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::index::KeyIndex;
+use crate::index::{KeyIndex, Wanted};
 use crate::schema::{EventSchema, Topic};
 
-/// A lookup wanting at least 1/WHOLE_TABLE_SHARE of a key column's distinct
-/// values reads the whole table instead.
+/// A lookup wanting at least 1/WHOLE_TABLE_SHARE of a table's rows reads
+/// the whole table instead.
 const WHOLE_TABLE_SHARE: usize = 5;
+
+/// One scan's choices of (key column, the columns whose values it must
+/// hold); see [`State::lookup`].
+pub type Choices<'a> = Vec<(usize, Vec<&'a ArrayRef>)>;
 
 /// A table's batches, shared with the control engine.
 pub type SharedBatches = Arc<RwLock<Vec<RecordBatch>>>;
@@ -120,23 +124,38 @@ impl State {
         }
     }
 
-    /// The retained rows of `topic` whose key column holds one of the values
-    /// of the given columns (of the due rows), for any of the pairs; `None`
-    /// (read the whole table) when a column has no index or the due rows
-    /// want at least a fifth of its distinct values.
-    pub fn lookup(&self, topic: Topic, pairs: &[(usize, Vec<&ArrayRef>)]) -> Option<Vec<RecordBatch>> {
+    /// The retained rows of `topic` that the scans of a query can use. Each
+    /// scan comes with its choices of (key column, the columns whose values
+    /// it must hold), any one of which picks every row the scan can use;
+    /// the choice picking the fewest rows is taken. `None` (read the whole
+    /// table) when a scan has no indexed choice or the scans want at least
+    /// a fifth of the table.
+    pub fn lookup(&self, topic: Topic, scans: &[Choices<'_>]) -> Option<Vec<RecordBatch>> {
         let state = &self.topics[topic.index()];
         let batches = state.batches.read().unwrap_or_else(|p| p.into_inner());
+        let mut picks: Vec<(&KeyIndex, Wanted)> = Vec::new();
+        let mut estimate = 0;
+        for choices in scans {
+            let mut best: Option<(usize, &KeyIndex, Wanted)> = None;
+            for (column, keys) in choices {
+                let Some(index) = state.indexes.iter().find(|i| i.column == *column) else { continue };
+                let wanted = Wanted::of(keys);
+                let rows = wanted.hashes().map(|h| index.count(h)).sum::<usize>();
+                if best.as_ref().is_none_or(|b| rows < b.0) {
+                    best = Some((rows, index, wanted));
+                }
+            }
+            let (rows, index, wanted) = best?;
+            estimate += rows;
+            picks.push((index, wanted));
+        }
+        // Counts include evicted rows until a rebuild, as `next_id` does.
+        if estimate * WHOLE_TABLE_SHARE >= state.next_id as usize {
+            return None;
+        }
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
         let mut ids = Vec::new();
-        for (column, keys) in pairs {
-            let index = state.indexes.iter().find(|i| i.column == *column)?;
-            let wanted = crate::index::Wanted::of(keys);
-            // Wanting a good part of the table's values: reading it whole is
-            // cheaper than picking the rows out of it.
-            if wanted.len() * WHOLE_TABLE_SHARE >= index.distinct() {
-                return None;
-            }
+        for (index, wanted) in &picks {
             for h in wanted.hashes() {
                 ids.clear();
                 index.candidates(h, &mut ids);
@@ -144,7 +163,7 @@ impl State {
                     let at = state.first_ids.partition_point(|f| f <= id);
                     let Some(b) = at.checked_sub(1) else { continue };
                     let row = (id - state.first_ids[b]) as usize;
-                    if row < batches[b].num_rows() && wanted.matches(h, batches[b].column(*column), row) {
+                    if row < batches[b].num_rows() && wanted.matches(h, batches[b].column(index.column), row) {
                         rows[b].push(row as u32);
                     }
                 }
@@ -233,6 +252,11 @@ impl State {
             }
         }
         out
+    }
+
+    /// Bytes held by each key index of `topic`, by column.
+    pub fn index_bytes(&self, topic: Topic) -> Vec<(usize, usize)> {
+        self.topics[topic.index()].indexes.iter().map(|i| (i.column, i.bytes())).collect()
     }
 
     pub fn usage(&self, topic: Topic) -> Usage {

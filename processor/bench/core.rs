@@ -190,20 +190,27 @@ impl EvalFixture {
     /// Admits the due deploys, decides them all, forgets them; returns the
     /// time the controls took.
     pub async fn run_once(&mut self) -> anyhow::Result<Duration> {
-        let raw = self.triggers.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
-        self.engine.admit_only(Topic::Deploy, raw, self.now)?;
         let started = Instant::now();
-        let evaluations = self.engine.controls.evaluate(&self.engine.state, i64::MAX / 2).await?;
+        let evaluations = self.decide().await?;
         let took = started.elapsed();
         if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
             for e in &evaluations {
                 let id = &self.engine.controls.controls()[e.control].meta.id;
-                eprintln!("  {id}: {} due, {} findings, {:?}", e.due_rows, e.findings.len(), e.elapsed);
+                let (due, found, part) = (e.due_rows, e.findings.len(), e.read_in_part);
+                eprintln!("  {id}: {due} due, {found} findings, {part} tables read in part, {:?}", e.elapsed);
             }
         }
+        Ok(took)
+    }
+
+    /// Admits the due deploys, decides them all and forgets them.
+    pub async fn decide(&mut self) -> anyhow::Result<Vec<crate::controls::Evaluation>> {
+        let raw = self.triggers.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), 0, i as i64));
+        self.engine.admit_only(Topic::Deploy, raw, self.now)?;
+        let evaluations = self.engine.controls.evaluate(&self.engine.state, i64::MAX / 2).await?;
         anyhow::ensure!(!evaluations.is_empty(), "nothing was due");
         self.engine.controls.reset();
-        Ok(took)
+        Ok(evaluations)
     }
 }
 
@@ -215,6 +222,9 @@ pub async fn evaluation_fixture(retained: usize, due: usize) -> anyhow::Result<E
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
     let heap_before = crate::alloc::live_bytes();
     let mut engine = Engine::new(&config()?, &builtin_sources()).await?;
+    if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
+        eprintln!("  planned: heap grew {:?} B", heap_growth(heap_before));
+    }
     // Enough periods to reach `retained` after eviction, ending two days ago.
     let periods =
         (retained.div_ceil(PERIOD.min(retained.saturating_mul(2)).max(20_000)) as f64 * 1.5).ceil() as usize + 1;
@@ -262,5 +272,53 @@ pub async fn evaluation_fixture(retained: usize, due: usize) -> anyhow::Result<E
         period += 1;
     }
     let heap_growth_bytes = heap_growth(heap_before);
+    if std::env::var_os("VIGIL_BENCH_DEBUG").is_some() {
+        for topic in Topic::ALL {
+            let usage = engine.state.usage(topic);
+            eprintln!(
+                "  {}: {} rows, {} B, indexes {:?}",
+                topic.name(),
+                usage.rows,
+                usage.bytes,
+                engine.state.index_bytes(topic)
+            );
+        }
+    }
     Ok(EvalFixture { engine, triggers, now, heap_growth_bytes, generated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading state through the due rows' keys decides exactly as reading
+    /// every table whole does: every control's findings and every evidence
+    /// record, over a state large enough that the keys are used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keyed_reads_decide_as_whole_tables_do() {
+        let mut fixture = evaluation_fixture(60_000, 200).await.unwrap();
+        let keyed = fixture.decide().await.unwrap();
+        let in_part: Vec<(&str, usize)> = keyed
+            .iter()
+            .map(|e| (fixture.engine.controls.controls()[e.control].meta.id.as_str(), e.read_in_part))
+            .collect();
+        // The evidence query reads ci (its merge, reviews and runs) and
+        // change in part; CM-01 reads change in part.
+        for (id, tables) in [("EVIDENCE", 2), ("CM-01", 1)] {
+            assert!(in_part.contains(&(id, tables)), "{id} should read {tables} tables in part: {in_part:?}");
+        }
+        fixture.engine.controls.read_whole();
+        let whole = fixture.decide().await.unwrap();
+        assert_eq!(keyed.len(), whole.len());
+        for (k, w) in keyed.iter().zip(&whole) {
+            let id = &fixture.engine.controls.controls()[k.control].meta.id;
+            assert_eq!(w.read_in_part, 0);
+            let sorted = |e: &crate::controls::Evaluation| {
+                let mut f = e.findings.clone();
+                f.sort_by(|a, b| a.subject.cmp(&b.subject));
+                f
+            };
+            assert_eq!(sorted(k), sorted(w), "{id}");
+        }
+    }
 }

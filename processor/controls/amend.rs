@@ -17,7 +17,7 @@ use datafusion::arrow::compute::and;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
 
-use super::{ControlError, ControlSet, Finding};
+use super::{ControlError, ControlSet, Finding, KeyFrom, Restricted};
 use crate::duration::millis;
 use crate::index::Wanted;
 use crate::schema::Topic;
@@ -95,12 +95,7 @@ impl ControlSet {
             // absence: it follows the trigger by up to the deadline.
             let from = lo.saturating_sub(millis(control.meta.wait()));
             let to = hi.saturating_add(millis(control.meta.lookback));
-            let keys: Vec<(Wanted, usize)> = control
-                .restricted
-                .iter()
-                .filter(|r| r.topic == topic)
-                .flat_map(|r| r.pairs.iter().map(|(column, due)| (Wanted::of(&[late.column(*column)]), *due)))
-                .collect();
+            let keys = late_keys(&control.restricted, topic, late);
             let mut triggers = Vec::new();
             for batch in &control.decided {
                 let rows = rows_between(batch, control.time_index, from, to).map_err(|e| control.run_error(e))?;
@@ -143,6 +138,26 @@ fn max_time(batch: &RecordBatch, time_index: usize) -> Option<i64> {
 fn late_range(batch: &RecordBatch, time_index: usize, watermark: i64) -> Option<(i64, i64)> {
     let late = times(batch, time_index)?.iter().flatten().filter(|t| *t <= watermark);
     late.fold(None, |acc, t| Some(acc.map_or((t, t), |(lo, hi): (i64, i64)| (lo.min(t), hi.max(t)))))
+}
+
+/// What a late row of `topic` in `late` can concern: the due rows whose
+/// column (the second) holds one of the late rows' values of a key. Empty
+/// when a scan of the topic has no key straight from due (any decided
+/// trigger may be concerned), or when the topic is read whole.
+fn late_keys(restricted: &[Restricted], topic: Topic, late: &RecordBatch) -> Vec<(Wanted, usize)> {
+    let mut keys = Vec::new();
+    for scan in restricted.iter().filter(|r| r.topic == topic).flat_map(|r| &r.scans) {
+        let before = keys.len();
+        for key in scan {
+            if let KeyFrom::Due(due) = key.from {
+                keys.push((Wanted::of(&[late.column(key.column)]), due));
+            }
+        }
+        if keys.len() == before {
+            return Vec::new();
+        }
+    }
+    keys
 }
 
 /// The rows of `batch` whose column `due` holds a wanted key, for any pair.

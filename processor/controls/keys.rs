@@ -13,20 +13,40 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use crate::schema::Topic;
 
-/// A state table's rows that matter: those whose column equals the paired
-/// due column of some due row, for any of the pairs (one per scan of the
-/// table: a scan joined on several columns needs only one of them).
+/// A state table's rows that matter: for each scan of the table, the rows
+/// any one of its keys selects (a scan joined on several columns needs only
+/// one of them; which one is chosen at run time, by the rows it selects).
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Restriction {
     pub topic: Topic,
-    /// (state column name, due column name)
-    pub keys: Vec<(String, String)>,
+    /// Per scan: (state column, where the wanted values come from).
+    pub scans: Vec<Vec<(String, Source)>>,
+}
+
+/// Where a key's wanted values come from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Source {
+    /// A column of the due rows.
+    Due(String),
+    /// A column of another state scan's rows, that scan being keyed by the
+    /// due rows: `column` of the rows of `topic` whose columns equal the due
+    /// columns of `via` (any one pair). Two hops: a deploy's merge, then
+    /// the reviews of the merged pull request.
+    Rows { topic: Topic, via: Vec<(String, String)>, column: String },
+}
+
+/// Where the other side of a join key comes from.
+#[derive(Clone)]
+enum Origin {
+    Due(String),
+    Scan(usize, Topic, String),
 }
 
 /// The restrictions that hold for `plan` (an optimized logical plan).
 pub(super) fn restrictions(plan: &LogicalPlan) -> Vec<Restriction> {
     let mut scans: Vec<(usize, Topic)> = Vec::new();
-    let mut keyed: Vec<(usize, Topic, String, String)> = Vec::new();
+    // (scan address, state column, other side)
+    let mut keyed: Vec<(usize, String, Origin)> = Vec::new();
     visit(plan, &mut |node| {
         if let LogicalPlan::TableScan(scan) = node {
             if let Some(topic) = Topic::from_name(scan.table_name.table()) {
@@ -46,44 +66,80 @@ pub(super) fn restrictions(plan: &LogicalPlan) -> Vec<Restriction> {
                     if !side_ok {
                         continue;
                     }
-                    let (Some(state), Some(due)) = (trace(side, key, true), trace(other, other_key, false)) else {
+                    let (Some(state), Some(from)) = (trace(side, key, true), trace(other, other_key, false)) else {
                         continue;
                     };
-                    if due.1 == "due" {
-                        if let Some(topic) = Topic::from_name(&state.1) {
-                            keyed.push((state.0, topic, state.2, due.2));
-                        }
+                    if Topic::from_name(&state.1).is_none() {
+                        continue;
                     }
+                    let origin = match Topic::from_name(&from.1) {
+                        _ if from.1 == "due" => Origin::Due(from.2),
+                        Some(topic) => Origin::Scan(from.0, topic, from.2),
+                        None => continue,
+                    };
+                    keyed.push((state.0, state.2, origin));
                 }
             }
         }
     });
+    // A scan's keys straight from due, preferring the selective ones.
+    let due_keys = |scan: usize| -> Vec<(String, String)> {
+        let keys: Vec<(String, String)> = keyed
+            .iter()
+            .filter(|k| k.0 == scan)
+            .filter_map(|k| match &k.2 {
+                Origin::Due(due) => Some((k.1.clone(), due.clone())),
+                Origin::Scan(..) => None,
+            })
+            .collect();
+        prefer_fine(keys, |k| &k.0)
+    };
     let mut out: Vec<Restriction> = Vec::new();
     for topic in Topic::ALL {
         let of_topic: Vec<usize> = scans.iter().filter(|(_, t)| *t == topic).map(|(p, _)| *p).collect();
-        if of_topic.is_empty() || !of_topic.iter().all(|p| keyed.iter().any(|k| k.0 == *p)) {
-            continue;
-        }
-        let mut keys: Vec<(String, String)> = Vec::new();
+        let mut per_scan: Vec<Vec<(String, Source)>> = Vec::new();
         for scan in &of_topic {
-            let pairs = keyed.iter().filter(|k| k.0 == *scan);
-            match pairs.min_by_key(|k| coarse(&k.2)) {
-                Some(best) if !coarse(&best.2) => keys.push((best.2.clone(), best.3.clone())),
-                // Selecting by service or environment saves little.
-                _ => keys.clear(),
-            }
+            let keys: Vec<(String, Source)> = keyed
+                .iter()
+                .filter(|k| k.0 == *scan)
+                .filter_map(|k| match &k.2 {
+                    Origin::Due(due) => Some((k.1.clone(), Source::Due(due.clone()))),
+                    Origin::Scan(from, from_topic, column) => {
+                        let via = due_keys(*from);
+                        (!via.is_empty())
+                            .then(|| (k.1.clone(), Source::Rows { topic: *from_topic, via, column: column.clone() }))
+                    }
+                })
+                .collect();
+            // Straight from due first: one lookup, not two.
+            let (mut keys, hops): (Vec<_>, Vec<_>) = keys.into_iter().partition(|k| matches!(k.1, Source::Due(_)));
+            keys.extend(hops);
+            let mut keys = prefer_fine(keys, |k| &k.0);
             if keys.is_empty() {
+                per_scan.clear();
                 break;
             }
+            keys.sort();
+            keys.dedup();
+            if !per_scan.contains(&keys) {
+                per_scan.push(keys);
+            }
         }
-        if keys.is_empty() {
-            continue;
+        if !per_scan.is_empty() {
+            out.push(Restriction { topic, scans: per_scan });
         }
-        keys.sort();
-        keys.dedup();
-        out.push(Restriction { topic, keys });
     }
     out
+}
+
+/// The first key on a selective column if there is one (each key kept is an
+/// index the state keeps, about 4 bytes a row); else all of them, as a
+/// coarse key still pays where its value is rare (the lookup decides).
+fn prefer_fine<T>(mut keys: Vec<T>, column: impl Fn(&T) -> &String) -> Vec<T> {
+    match keys.iter().position(|k| !coarse(column(k))) {
+        Some(fine) => vec![keys.swap_remove(fine)],
+        None => keys,
+    }
 }
 
 /// Identifiers select few rows; names of services, environments and the like
@@ -112,7 +168,8 @@ fn visit<'a>(plan: &'a LogicalPlan, f: &mut dyn FnMut(&'a LogicalPlan)) {
 /// The scan (its address, table name and column name) a column of `plan`'s
 /// output comes from unchanged. `row_wise` allows only filters, projections
 /// and aliases on the way (the restricted side); otherwise joins, sorts,
-/// limits and distinct pass values through too.
+/// limits, distinct and aggregates (group keys, min and max) pass values
+/// through too.
 fn trace(plan: &LogicalPlan, column: &Column, row_wise: bool) -> Option<(usize, String, String)> {
     let index = plan.schema().index_of_column(column).ok()?;
     match plan {
@@ -134,6 +191,24 @@ fn trace(plan: &LogicalPlan, column: &Column, row_wise: bool) -> Option<(usize, 
         LogicalPlan::Join(join) if !row_wise => {
             let side = if join.left.schema().has_column(column) { &join.left } else { &join.right };
             trace(side, column, row_wise)
+        }
+        // A group's key, or its min or max, is one of the input's values.
+        LogicalPlan::Aggregate(aggregate) if !row_wise => {
+            let expr = match index.checked_sub(aggregate.group_expr.len()) {
+                None => aggregate.group_expr.get(index)?.clone(),
+                Some(i) => match aggregate.aggr_expr.get(i)?.clone().unalias() {
+                    Expr::AggregateFunction(f)
+                        if ["min", "max"].contains(&f.func.name()) && f.params.args.len() == 1 =>
+                    {
+                        f.params.args[0].clone()
+                    }
+                    _ => return None,
+                },
+            };
+            match expr.unalias() {
+                Expr::Column(inner) => trace(&aggregate.input, &inner, row_wise),
+                _ => None,
+            }
         }
         _ => None,
     }
@@ -169,7 +244,8 @@ mod tests {
              (SELECT 1 FROM change c WHERE c.change_id = d.change_id AND c.action = 'approved')",
         )
         .await;
-        assert_eq!(r, vec![Restriction { topic: Topic::Change, keys: vec![("change_id".into(), "change_id".into())] }]);
+        let key = ("change_id".to_string(), Source::Due("change_id".into()));
+        assert_eq!(r, vec![Restriction { topic: Topic::Change, scans: vec![vec![key]] }]);
     }
 
     #[tokio::test]
@@ -184,13 +260,49 @@ mod tests {
              ON x.change_id = d.change_id",
             // Keyed once, read whole once.
             "SELECT d.deploy_id FROM due d JOIN change c ON c.change_id = d.change_id \
-             WHERE EXISTS (SELECT 1 FROM change a WHERE a.requester = d.actor)",
+             WHERE EXISTS (SELECT 1 FROM change a WHERE a.event_time < d.event_time)",
             // NOT IN: one null key in the table empties the answer.
             "SELECT d.deploy_id FROM due d WHERE d.change_id NOT IN (SELECT c.change_id FROM change c)",
-            // Only by a coarse column.
-            "SELECT d.deploy_id FROM due d JOIN change c ON c.service = d.service",
         ] {
             assert_eq!(restrictions_of(sql).await, vec![], "{sql}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_selective_key_is_preferred_and_a_coarse_one_serves_alone() {
+        let r = restrictions_of(
+            "SELECT d.deploy_id FROM due d JOIN change c ON c.change_id = d.change_id AND c.service = d.service \
+             JOIN access a ON a.environment = d.environment",
+        )
+        .await;
+        let key = |c: &str, d: &str| (c.to_string(), Source::Due(d.into()));
+        assert_eq!(
+            r,
+            vec![
+                Restriction { topic: Topic::Change, scans: vec![vec![key("change_id", "change_id")]] },
+                Restriction { topic: Topic::Access, scans: vec![vec![key("environment", "environment")]] },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_scan_keyed_by_another_keyed_scan_takes_its_values_through_an_aggregate() {
+        let r = restrictions_of(
+            "WITH m AS (SELECT d.deploy_id, max(c.pr_number) AS pr FROM due d \
+                 JOIN ci c ON c.commit_sha = d.commit_sha GROUP BY d.deploy_id) \
+             SELECT m.deploy_id FROM m JOIN ci r ON r.pr_number = m.pr",
+        )
+        .await;
+        let via = vec![("commit_sha".to_string(), "commit_sha".to_string())];
+        let hop = Source::Rows { topic: Topic::Ci, via, column: "pr_number".into() };
+        let scans = vec![
+            vec![("commit_sha".to_string(), Source::Due("commit_sha".into()))],
+            vec![("pr_number".to_string(), hop)],
+        ];
+        let mut got = r.clone();
+        for g in &mut got {
+            g.scans.sort_by_key(|s| format!("{s:?}"));
+        }
+        assert_eq!(got, vec![Restriction { topic: Topic::Ci, scans }]);
     }
 }

@@ -89,15 +89,33 @@ pub struct Control {
     decided: Vec<RecordBatch>,
     /// State tables the query reads only through due keys.
     restricted: Vec<Restricted>,
+    /// Of `restricted`, the tables the last run read only in part.
+    read_in_part: usize,
 }
 
 /// A state table a control reads only where its key columns match the due
 /// rows' (see `keys`).
 struct Restricted {
     topic: Topic,
-    /// (state column, due column) positions.
-    pairs: Vec<(usize, usize)>,
+    /// Per scan of the table, its keys: any one selects every row the scan
+    /// can use.
+    scans: Vec<Vec<KeyColumn>>,
     only: table::Only,
+}
+
+/// A key column of a restricted table (a position in its schema) and where
+/// the values it must hold come from.
+struct KeyColumn {
+    column: usize,
+    from: KeyFrom,
+}
+
+enum KeyFrom {
+    /// This column of the due rows.
+    Due(usize),
+    /// Column `column` of the rows of `topic` selected by the pairs (its
+    /// column, due column) of `via`, any one of them.
+    Rows { topic: Topic, via: Vec<(usize, usize)>, column: usize },
 }
 
 /// A violation found by a control, before it is stamped and encoded.
@@ -119,6 +137,8 @@ pub struct Evaluation {
     pub due_rows: usize,
     pub findings: Vec<Finding>,
     pub elapsed: Duration,
+    /// State tables read only in part, through the due rows' keys.
+    pub read_in_part: usize,
 }
 
 /// All controls, planned.
@@ -265,11 +285,27 @@ impl ControlSet {
             .controls
             .iter()
             .flat_map(|c| &c.restricted)
-            .flat_map(|r| r.pairs.iter().map(|p| (r.topic, p.0)))
+            .flat_map(|r| r.scans.iter().flatten().map(|k| (r.topic, k)))
+            .flat_map(|(topic, k)| {
+                let via = match &k.from {
+                    KeyFrom::Due(_) => Vec::new(),
+                    KeyFrom::Rows { topic, via, .. } => via.iter().map(|(c, _)| (*topic, *c)).collect(),
+                };
+                via.into_iter().chain([(topic, k.column)])
+            })
             .collect();
         out.sort();
         out.dedup();
         out
+    }
+
+    /// Reads every state table whole from now on (tests compare keyed
+    /// reads against it).
+    #[doc(hidden)]
+    pub fn read_whole(&mut self) {
+        for control in &mut self.controls {
+            control.restricted.clear();
+        }
     }
 
     /// Runs every control over its triggers that are due at `watermark`,
@@ -293,7 +329,9 @@ impl ControlSet {
                 let started = Instant::now();
                 control.decided.extend(batches.iter().cloned());
                 let findings = control.run(state, batches, is_late).await?;
-                out.push(Evaluation { control: index, due_rows, findings, elapsed: started.elapsed() });
+                let elapsed = started.elapsed();
+                let read_in_part = control.read_in_part;
+                out.push(Evaluation { control: index, due_rows, findings, elapsed, read_in_part });
             }
         }
         Ok(out)

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::output::check_output;
 use super::table::{self, LiveTable};
-use super::{keys, meta, Control, ControlError, ControlSource, Restricted, DUE_AT};
+use super::{keys, meta, Control, ControlError, ControlSource, KeyColumn, KeyFrom, Restricted, DUE_AT};
 use crate::identity::Identities;
 use crate::schema::{Catalog, Topic};
 use crate::state::{SharedBatches, State};
@@ -105,12 +105,32 @@ async fn plan_one(
     let optimized = ctx.state().optimize(&plan).map_err(|e| plan_err(e.to_string()))?;
     let mut restricted = Vec::new();
     for r in keys::restrictions(&optimized) {
-        let schema = catalog.event(r.topic).arrow.clone();
-        let position = |s: &Schema, name: &str| s.index_of(name).ok();
-        let pairs: Option<Vec<(usize, usize)>> =
-            r.keys.iter().map(|(c, d)| Some((position(&schema, c)?, position(&due_schema, d)?))).collect();
-        let Some(pairs) = pairs else { continue };
-        restricted.push(Restricted { topic: r.topic, pairs, only: slots[r.topic.index()].clone() });
+        let position = |topic: Topic, name: &str| catalog.event(topic).arrow.index_of(name).ok();
+        let due_position = |name: &str| due_schema.index_of(name).ok();
+        let pairs = |topic: Topic, via: &[(String, String)]| -> Option<Vec<(usize, usize)>> {
+            via.iter().map(|(c, d)| Some((position(topic, c)?, due_position(d)?))).collect()
+        };
+        let scans: Option<Vec<Vec<KeyColumn>>> = r
+            .scans
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .map(|(column, source)| {
+                        let from = match source {
+                            keys::Source::Due(d) => KeyFrom::Due(due_position(d)?),
+                            keys::Source::Rows { topic, via, column } => KeyFrom::Rows {
+                                topic: *topic,
+                                via: pairs(*topic, via)?,
+                                column: position(*topic, column)?,
+                            },
+                        };
+                        Some(KeyColumn { column: position(r.topic, column)?, from })
+                    })
+                    .collect()
+            })
+            .collect();
+        let Some(scans) = scans else { continue };
+        restricted.push(Restricted { topic: r.topic, scans, only: slots[r.topic.index()].clone() });
     }
     let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
     Ok(Control {
@@ -128,6 +148,7 @@ async fn plan_one(
         late: Vec::new(),
         decided: Vec::new(),
         restricted,
+        read_in_part: 0,
     })
 }
 

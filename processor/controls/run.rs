@@ -6,8 +6,8 @@ use datafusion::arrow::array::{ArrayRef, DurationMillisecondArray, RecordBatch};
 use datafusion::arrow::compute::kernels::numeric::add;
 use std::time::Instant;
 
-use super::{findings_of, Control, ControlError, Finding};
-use crate::state::State;
+use super::{findings_of, Control, ControlError, Finding, KeyFrom, Restricted};
+use crate::state::{Choices, State};
 
 impl Control {
     pub(super) async fn run(
@@ -25,13 +25,11 @@ impl Control {
             with_due_at.push(RecordBatch::try_new(self.due_schema.clone(), columns).map_err(|e| self.run_error(e))?);
         }
         let t0 = Instant::now();
+        self.read_in_part = 0;
         for r in &self.restricted {
-            let pairs: Vec<(usize, Vec<&ArrayRef>)> = r
-                .pairs
-                .iter()
-                .map(|(column, due)| (*column, with_due_at.iter().map(|b| b.column(*due)).collect()))
-                .collect();
-            *r.only.write().unwrap_or_else(|p| p.into_inner()) = state.lookup(r.topic, &pairs);
+            let rows = rows_of(state, r, &with_due_at);
+            self.read_in_part += usize::from(rows.is_some());
+            *r.only.write().unwrap_or_else(|p| p.into_inner()) = rows;
         }
         *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
         let t1 = Instant::now();
@@ -46,7 +44,7 @@ impl Control {
         for batch in &batches {
             findings_of(batch, late, self.meta.evidence, &mut findings).map_err(|e| self.run_error(e))?;
         }
-        tracing::debug!(control = %self.meta.id, lookup = ?(t1 - t0), execute = ?(t2 - t1), findings = ?t2.elapsed(), "evaluated");
+        tracing::debug!(control = %self.meta.id, lookup = ?(t1 - t0), read_in_part = self.read_in_part, execute = ?(t2 - t1), findings = ?t2.elapsed(), "evaluated");
         // A query may join its way to the same subject twice; one fact, one finding.
         let mut seen = std::collections::HashSet::new();
         findings.retain(|f| seen.insert(f.subject.clone()));
@@ -67,4 +65,35 @@ impl Control {
         eprintln!("{} plan, with metrics:\n{}", self.meta.id, shown.indent(true));
         Ok(out)
     }
+}
+
+/// The rows of a restricted table that this run's due rows can use (`None`:
+/// all of them).
+fn rows_of(state: &State, r: &Restricted, due: &[RecordBatch]) -> Option<Vec<RecordBatch>> {
+    let of_due = |column: usize| -> Vec<&ArrayRef> { due.iter().map(|b| b.column(column)).collect() };
+    // The rows each two-hop key takes its values from, looked up first.
+    let mut hops: Vec<Option<Vec<RecordBatch>>> = Vec::new();
+    for key in r.scans.iter().flatten() {
+        if let KeyFrom::Rows { topic, via, .. } = &key.from {
+            let choices: Choices = via.iter().map(|(c, d)| (*c, of_due(*d))).collect();
+            hops.push(state.lookup(*topic, &[choices]));
+        }
+    }
+    let mut hop = hops.iter();
+    let mut scans: Vec<Choices> = Vec::with_capacity(r.scans.len());
+    for keys in &r.scans {
+        let mut choices: Choices = Vec::with_capacity(keys.len());
+        for key in keys {
+            match &key.from {
+                KeyFrom::Due(d) => choices.push((key.column, of_due(*d))),
+                KeyFrom::Rows { column, .. } => {
+                    // Its source is read whole: no use as a key.
+                    let Some(Some(rows)) = hop.next() else { continue };
+                    choices.push((key.column, rows.iter().map(|b| b.column(*column)).collect()));
+                }
+            }
+        }
+        scans.push(choices);
+    }
+    state.lookup(r.topic, &scans)
 }
