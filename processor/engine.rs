@@ -240,10 +240,11 @@ pub async fn plan(
         sources.push(crate::controls::builtin_evidence());
     }
     let controls = ControlSet::plan(&sources, catalog, &state, identities).await?;
-    for (topic, column) in controls.key_columns() {
-        let name = catalog.event(topic).arrow.field(column).name().clone();
-        tracing::debug!(topic = topic.name(), column = name, "state keeps a key index");
-        state.index(topic, column);
+    for (topic, key) in controls.key_columns() {
+        let schema = &catalog.event(topic).arrow;
+        let names: Vec<&String> = key.0.iter().map(|p| schema.field(p.column).name()).collect();
+        tracing::debug!(topic = topic.name(), columns = ?names, "state keeps a key index");
+        state.index(topic, key, identities);
     }
     Ok((state, controls))
 }

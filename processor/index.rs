@@ -1,99 +1,143 @@
-//! Rows of a topic's state by the value of one key column (change_id,
-//! commit_sha, …), so a control reads the rows its due triggers name
-//! instead of everything retained.
+//! Rows of a topic's state by the value of a key — one column (change_id,
+//! commit_sha, …) or several (the principal a name resolves to through the
+//! identity map, and the environment) — so a control reads the rows its due
+//! triggers name instead of everything retained.
 //!
 //! Every appended row gets an id (a counter per topic); the index keeps, per
 //! value hash, the newest row id and how many rows have it (which lets a
 //! lookup weigh a key before reading it), and per row id the previous row
 //! id with the same hash — about 4 bytes per row plus one map entry per
-//! distinct value. Evicted rows stay in the chains until garbage outweighs what is
-//! retained, then the owner renumbers and rebuilds. Hash collisions are
-//! resolved by comparing the values themselves.
+//! distinct value. The links of evicted rows are cut once they are a
+//! quarter of all; their values stay in the map until the owner renumbers
+//! and rebuilds. Hash collisions are resolved by comparing the values
+//! themselves.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::Int16Type;
+
+use crate::identity::Identities;
 
 const NONE: u32 = u32::MAX;
 
-/// A value of a key column.
+/// What a key is made of: columns of a topic (positions in its schema),
+/// each compared as is or as the principal it names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeySpec(pub Vec<KeyPart>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyPart {
+    pub column: usize,
+    pub principal: bool,
+}
+
+impl KeySpec {
+    /// The key's columns of `batch`, in part order.
+    pub fn columns<'a>(&self, batch: &'a RecordBatch) -> Vec<&'a ArrayRef> {
+        self.0.iter().map(|p| batch.column(p.column)).collect()
+    }
+}
+
+/// One part of a key's value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Key {
+enum Atom {
     Text(String),
     Int(i64),
 }
 
 /// A key column's value at one row, borrowed.
-enum KeyRef<'a> {
+enum AtomRef<'a> {
     Text(&'a str),
     Int(i64),
 }
 
-impl KeyRef<'_> {
-    fn at(column: &ArrayRef, row: usize) -> Option<KeyRef<'_>> {
+impl AtomRef<'_> {
+    fn at(column: &ArrayRef, row: usize) -> Option<AtomRef<'_>> {
         if column.is_null(row) {
             return None;
         }
         let any = column.as_any();
         if let Some(a) = any.downcast_ref::<StringArray>() {
-            return Some(KeyRef::Text(a.value(row)));
+            return Some(AtomRef::Text(a.value(row)));
         }
         if let Some(a) = any.downcast_ref::<Int64Array>() {
-            return Some(KeyRef::Int(a.value(row)));
+            return Some(AtomRef::Int(a.value(row)));
         }
         // Enum fields: one symbols array shared by every batch.
         if let Some(a) = any.downcast_ref::<DictionaryArray<Int16Type>>() {
             let symbols = a.values().as_any().downcast_ref::<StringArray>()?;
-            return Some(KeyRef::Text(symbols.value(a.keys().value(row) as usize)));
+            return Some(AtomRef::Text(symbols.value(a.keys().value(row) as usize)));
         }
-        Some(KeyRef::Int(i64::from(any.downcast_ref::<Int32Array>()?.value(row))))
-    }
-
-    fn hash(&self) -> u64 {
-        match self {
-            KeyRef::Text(t) => fnv(t.as_bytes()),
-            KeyRef::Int(i) => fnv(&i.to_le_bytes()),
-        }
-    }
-
-    fn owned(&self) -> Key {
-        match self {
-            KeyRef::Text(t) => Key::Text((*t).to_string()),
-            KeyRef::Int(i) => Key::Int(*i),
-        }
-    }
-
-    fn equals(&self, key: &Key) -> bool {
-        match (self, key) {
-            (KeyRef::Text(a), Key::Text(b)) => *a == b.as_str(),
-            (KeyRef::Int(a), Key::Int(b)) => a == b,
-            _ => false,
-        }
+        Some(AtomRef::Int(i64::from(any.downcast_ref::<Int32Array>()?.value(row))))
     }
 }
 
-/// The hash of row `row` of a key column (None for null or an unsupported
-/// type).
-fn hash_at(column: &ArrayRef, row: usize) -> Option<u64> {
-    KeyRef::at(column, row).map(|k| k.hash())
+/// Reads keys of one spec from rows: each part as is, or resolved to its
+/// principal.
+#[derive(Clone, Debug)]
+pub struct KeyReader {
+    principal: Vec<bool>,
+    identities: Arc<Identities>,
 }
 
-/// The distinct values a lookup wants, by hash.
-#[derive(Default)]
-pub struct Wanted(HashMap<u64, Vec<Key>>);
+impl KeyReader {
+    pub fn new(spec: &KeySpec, identities: Arc<Identities>) -> KeyReader {
+        KeyReader { principal: spec.0.iter().map(|p| p.principal).collect(), identities }
+    }
+
+    /// The key's hash at `row` of `columns` (one per part); `None` when a
+    /// part is null (a null equals nothing) or of an unsupported type.
+    fn hash(&self, columns: &[&ArrayRef], row: usize) -> Option<u64> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (column, principal) in columns.iter().zip(&self.principal) {
+            let part = match AtomRef::at(column, row)? {
+                AtomRef::Text(t) if *principal => fnv(self.identities.resolve(t).as_bytes()),
+                AtomRef::Text(t) => fnv(t.as_bytes()),
+                AtomRef::Int(i) => fnv(&i.to_le_bytes()),
+            };
+            h = (h ^ part).wrapping_mul(0x0100_0000_01b3);
+        }
+        Some(h)
+    }
+
+    /// The key's value at `row`, principals resolved.
+    fn value(&self, columns: &[&ArrayRef], row: usize) -> Option<Vec<Atom>> {
+        columns
+            .iter()
+            .zip(&self.principal)
+            .map(|(column, principal)| {
+                Some(match AtomRef::at(column, row)? {
+                    AtomRef::Text(t) if *principal => Atom::Text(self.identities.resolve(t)),
+                    AtomRef::Text(t) => Atom::Text(t.to_string()),
+                    AtomRef::Int(i) => Atom::Int(i),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The distinct keys a lookup wants, by hash.
+pub struct Wanted {
+    reader: KeyReader,
+    values: HashMap<u64, Vec<Vec<Atom>>>,
+}
 
 impl Wanted {
-    /// The distinct non-null values of `columns`.
-    pub fn of(columns: &[&ArrayRef]) -> Wanted {
-        let mut wanted = Wanted::default();
-        for column in columns {
-            for row in 0..column.len() {
-                let Some(k) = KeyRef::at(column, row) else { continue };
-                let values = wanted.0.entry(k.hash()).or_default();
-                if !values.iter().any(|v| k.equals(v)) {
-                    values.push(k.owned());
+    /// The distinct keys (none with a null part) of the rows of `batches`,
+    /// each given as its key columns in part order.
+    pub fn of(reader: &KeyReader, batches: &[Vec<&ArrayRef>]) -> Wanted {
+        let mut wanted = Wanted { reader: reader.clone(), values: HashMap::new() };
+        for columns in batches {
+            let rows = columns.first().map_or(0, |c| c.len());
+            for row in 0..rows {
+                let Some(h) = reader.hash(columns, row) else { continue };
+                let values = wanted.values.entry(h).or_default();
+                let Some(value) = reader.value(columns, row) else { continue };
+                if !values.contains(&value) {
+                    values.push(value);
                 }
             }
         }
@@ -102,27 +146,27 @@ impl Wanted {
 
     /// Distinct hashes wanted.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.values.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.values.is_empty()
     }
 
     pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.keys().copied()
+        self.values.keys().copied()
     }
 
-    /// Whether row `row` of `column` holds a wanted value.
-    pub fn holds(&self, column: &ArrayRef, row: usize) -> bool {
-        KeyRef::at(column, row).is_some_and(|k| self.matches(k.hash(), column, row))
+    /// Whether the key at `row` of `columns` is wanted.
+    pub fn holds(&self, columns: &[&ArrayRef], row: usize) -> bool {
+        self.reader.hash(columns, row).is_some_and(|h| self.matches(h, columns, row))
     }
 
-    /// Whether row `row` of `column` holds a wanted value of hash `hash`
+    /// Whether the key at `row` of `columns`, of hash `hash`, is wanted
     /// (chains are per hash; this resolves collisions).
-    pub fn matches(&self, hash: u64, column: &ArrayRef, row: usize) -> bool {
-        let Some(values) = self.0.get(&hash) else { return false };
-        KeyRef::at(column, row).is_some_and(|k| values.iter().any(|v| k.equals(v)))
+    pub fn matches(&self, hash: u64, columns: &[&ArrayRef], row: usize) -> bool {
+        let Some(values) = self.values.get(&hash) else { return false };
+        self.reader.value(columns, row).is_some_and(|v| values.contains(&v))
     }
 }
 
@@ -154,10 +198,9 @@ impl Hasher for IdentityHasher {
     }
 }
 
-#[derive(Default)]
 pub struct KeyIndex {
-    /// Position of the key column in the topic's schema.
-    pub column: usize,
+    pub spec: KeySpec,
+    reader: KeyReader,
     /// Per hash: the newest row id, and how many rows have it (evicted ones
     /// included until a rebuild).
     heads: HashMap<u64, (u32, u32), BuildHasherDefault<IdentityHasher>>,
@@ -168,22 +211,37 @@ pub struct KeyIndex {
 
 impl std::fmt::Debug for KeyIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyIndex(column {}, {} values, {} rows)", self.column, self.heads.len(), self.next.len())
+        write!(f, "KeyIndex({:?}, {} values, {} rows)", self.spec, self.heads.len(), self.next.len())
     }
 }
 
 impl KeyIndex {
-    pub fn new(column: usize, base: u32) -> KeyIndex {
-        KeyIndex { column, heads: HashMap::default(), next: Vec::new(), base }
+    pub fn new(spec: KeySpec, identities: Arc<Identities>, base: u32) -> KeyIndex {
+        let reader = KeyReader::new(&spec, identities);
+        KeyIndex { spec, reader, heads: HashMap::default(), next: Vec::new(), base }
     }
 
-    /// Indexes a batch's key column whose first row has id `first`.
-    pub fn add(&mut self, column: &ArrayRef, first: u32) {
+    /// The same key, nothing indexed yet, row ids from 0.
+    pub fn emptied(&self) -> KeyIndex {
+        KeyIndex::new(self.spec.clone(), self.reader.identities.clone(), 0)
+    }
+
+    /// How this index reads keys (for the values a lookup wants).
+    pub fn reader(&self) -> &KeyReader {
+        &self.reader
+    }
+
+    /// Indexes a batch whose first row has id `first`.
+    pub fn add(&mut self, batch: &RecordBatch, first: u32) {
         debug_assert_eq!(first, self.base + self.next.len() as u32);
-        self.next.reserve(column.len());
-        for row in 0..column.len() {
+        let columns = self.spec.columns(batch);
+        // Grown by a quarter, not doubled: this is most of an index's bytes.
+        if self.next.capacity() - self.next.len() < batch.num_rows() {
+            self.next.reserve_exact(batch.num_rows().max(self.next.len() / 4));
+        }
+        for row in 0..batch.num_rows() {
             let id = first + row as u32;
-            let previous = match hash_at(column, row) {
+            let previous = match self.reader.hash(&columns, row) {
                 // Not `entry`: it reserves room even for a key present, and
                 // so doubles a full map a value early.
                 Some(h) => match self.heads.get_mut(&h) {
@@ -197,6 +255,18 @@ impl KeyIndex {
             };
             self.next.push(previous);
         }
+    }
+
+    /// Forgets the chain links of the rows below id `first` (all evicted):
+    /// such ids end every chain from now on. Done once they are a quarter
+    /// of the links, as it copies the rest.
+    pub fn forget_before(&mut self, first: u32) {
+        let gone = (first.saturating_sub(self.base) as usize).min(self.next.len());
+        if gone == 0 || gone * 4 < self.next.len() {
+            return;
+        }
+        self.next = self.next[gone..].to_vec();
+        self.base += gone as u32;
     }
 
     /// Row ids (newest first) whose key hashes like `hash`; some may be
@@ -218,5 +288,49 @@ impl KeyIndex {
     /// Bytes held, roughly.
     pub fn bytes(&self) -> usize {
         self.next.capacity() * 4 + self.heads.capacity() * 17
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(values: &[&str]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(values.to_vec()))]).unwrap()
+    }
+
+    fn ids(index: &KeyIndex, value: &str) -> Vec<u32> {
+        let probe = batch(&[value]);
+        let wanted = Wanted::of(index.reader(), &[index.spec.columns(&probe)]);
+        let mut out = Vec::new();
+        for h in wanted.hashes() {
+            index.candidates(h, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn rows_are_found_by_principal_and_forgotten_below_the_oldest_kept() {
+        let table = BTreeMap::from([("alice".to_string(), vec!["alice@acme.example".to_string()])]);
+        let identities = Arc::new(Identities::new(&table).unwrap());
+        let spec = KeySpec(vec![KeyPart { column: 0, principal: true }]);
+        let mut index = KeyIndex::new(spec, identities, 0);
+        index.add(&batch(&["alice", "bob", "Alice@acme.example "]), 0);
+        index.add(&batch(&["bob", "alice@acme.example"]), 3);
+        assert_eq!(ids(&index, "ALICE"), vec![4, 2, 0]);
+        assert_eq!(index.count(ids_hash(&index, "alice")), 3);
+        index.forget_before(3);
+        assert_eq!(ids(&index, "alice"), vec![4]);
+        assert_eq!(ids(&index, "bob"), vec![3]);
+    }
+
+    fn ids_hash(index: &KeyIndex, value: &str) -> u64 {
+        let probe = batch(&[value]);
+        index.reader().hash(&index.spec.columns(&probe), 0).unwrap()
     }
 }

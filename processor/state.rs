@@ -16,16 +16,13 @@ use std::sync::{Arc, RwLock};
 use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::index::{KeyIndex, Wanted};
+use crate::identity::Identities;
+use crate::index::{KeyIndex, KeySpec, Wanted};
 use crate::schema::{EventSchema, Topic};
 
 /// A lookup wanting at least 1/WHOLE_TABLE_SHARE of a table's rows reads
 /// the whole table instead.
 const WHOLE_TABLE_SHARE: usize = 5;
-
-/// One scan's choices of (key column, the columns whose values it must
-/// hold); see [`State::lookup`].
-pub type Choices<'a> = Vec<(usize, Vec<&'a ArrayRef>)>;
 
 /// A table's batches, shared with the control engine.
 pub type SharedBatches = Arc<RwLock<Vec<RecordBatch>>>;
@@ -52,15 +49,14 @@ struct TopicState {
 impl TopicState {
     /// Numbers the retained rows from 0 and indexes them again.
     fn reindex(&mut self) {
-        let columns: Vec<usize> = self.indexes.iter().map(|i| i.column).collect();
-        self.indexes = columns.iter().map(|c| KeyIndex::new(*c, 0)).collect();
+        self.indexes = self.indexes.iter().map(KeyIndex::emptied).collect();
         self.first_ids.clear();
         self.next_id = 0;
         let batches = self.batches.read().unwrap_or_else(|p| p.into_inner());
         for batch in batches.iter() {
             self.first_ids.push(self.next_id);
             for index in &mut self.indexes {
-                index.add(batch.column(index.column), self.next_id);
+                index.add(batch, self.next_id);
             }
             self.next_id += batch.num_rows() as u32;
         }
@@ -108,45 +104,37 @@ impl State {
         let state = &mut self.topics[topic.index()];
         state.first_ids.push(state.next_id);
         for index in &mut state.indexes {
-            index.add(batch.column(index.column), state.next_id);
+            index.add(&batch, state.next_id);
         }
         state.next_id += batch.num_rows() as u32;
         write(&state.batches).push(batch);
         state.meta.push(meta);
     }
 
-    /// Keeps an index of `topic`'s rows by `column` from now on.
-    pub fn index(&mut self, topic: Topic, column: usize) {
+    /// Keeps an index of `topic`'s rows by `key` from now on (principals
+    /// resolved through `identities`).
+    pub fn index(&mut self, topic: Topic, key: KeySpec, identities: &Arc<Identities>) {
         let state = &mut self.topics[topic.index()];
-        if !state.indexes.iter().any(|i| i.column == column) {
-            state.indexes.push(KeyIndex::new(column, 0));
+        if !state.indexes.iter().any(|i| i.spec == key) {
+            state.indexes.push(KeyIndex::new(key, identities.clone(), 0));
             state.reindex();
         }
     }
 
-    /// The retained rows of `topic` that the scans of a query can use. Each
-    /// scan comes with its choices of (key column, the columns whose values
-    /// it must hold), any one of which picks every row the scan can use;
-    /// the choice picking the fewest rows is taken. `None` (read the whole
-    /// table) when a scan has no indexed choice or the scans want at least
-    /// a fifth of the table.
-    pub fn lookup(&self, topic: Topic, scans: &[Choices<'_>]) -> Option<Vec<RecordBatch>> {
+    /// The retained rows of `topic` that the scans of a query can use: for
+    /// each scan, the rows whose key is one of the given rows' (each given
+    /// as its key columns, in the key's part order). `None` (read the whole
+    /// table) when a key has no index, or the scans want a fifth of the
+    /// table or more (counted from the index before reading a row).
+    pub fn lookup(&self, topic: Topic, scans: &[(&KeySpec, Vec<Vec<&ArrayRef>>)]) -> Option<Vec<RecordBatch>> {
         let state = &self.topics[topic.index()];
         let batches = state.batches.read().unwrap_or_else(|p| p.into_inner());
         let mut picks: Vec<(&KeyIndex, Wanted)> = Vec::new();
         let mut estimate = 0;
-        for choices in scans {
-            let mut best: Option<(usize, &KeyIndex, Wanted)> = None;
-            for (column, keys) in choices {
-                let Some(index) = state.indexes.iter().find(|i| i.column == *column) else { continue };
-                let wanted = Wanted::of(keys);
-                let rows = wanted.hashes().map(|h| index.count(h)).sum::<usize>();
-                if best.as_ref().is_none_or(|b| rows < b.0) {
-                    best = Some((rows, index, wanted));
-                }
-            }
-            let (rows, index, wanted) = best?;
-            estimate += rows;
+        for (key, values) in scans {
+            let index = state.indexes.iter().find(|i| i.spec == **key)?;
+            let wanted = Wanted::of(index.reader(), values);
+            estimate += wanted.hashes().map(|h| index.count(h)).sum::<usize>();
             picks.push((index, wanted));
         }
         // Counts include evicted rows until a rebuild, as `next_id` does.
@@ -163,7 +151,7 @@ impl State {
                     let at = state.first_ids.partition_point(|f| f <= id);
                     let Some(b) = at.checked_sub(1) else { continue };
                     let row = (id - state.first_ids[b]) as usize;
-                    if row < batches[b].num_rows() && wanted.matches(h, batches[b].column(index.column), row) {
+                    if row < batches[b].num_rows() && wanted.matches(h, &index.spec.columns(&batches[b]), row) {
                         rows[b].push(row as u32);
                     }
                 }
@@ -203,8 +191,13 @@ impl State {
                 }
                 k
             });
-            // Evicted rows linger in the chains; renumber once they outweigh
-            // what is retained.
+            // Evicted rows linger in the chains: cut the links below the
+            // oldest retained row, and renumber once evicted rows outweigh
+            // what is retained (their values stay in the maps).
+            let first = state.first_ids.first().copied().unwrap_or(state.next_id);
+            for index in &mut state.indexes {
+                index.forget_before(first);
+            }
             let retained: usize = state.meta.iter().map(|m| m.rows).sum();
             if !state.indexes.is_empty() && state.next_id as usize > 2 * retained + 65_536 {
                 state.reindex();
@@ -255,8 +248,8 @@ impl State {
     }
 
     /// Bytes held by each key index of `topic`, by column.
-    pub fn index_bytes(&self, topic: Topic) -> Vec<(usize, usize)> {
-        self.topics[topic.index()].indexes.iter().map(|i| (i.column, i.bytes())).collect()
+    pub fn index_bytes(&self, topic: Topic) -> Vec<(KeySpec, usize)> {
+        self.topics[topic.index()].indexes.iter().map(|i| (i.spec.clone(), i.bytes())).collect()
     }
 
     pub fn usage(&self, topic: Topic) -> Usage {

@@ -175,8 +175,8 @@ pub async fn run_file(name: &str, text: &str, sources: &[ControlSource]) -> Resu
     let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
     let mut controls =
         ControlSet::plan(sources, &catalog, &state, &identities).await.map_err(|e| format!("{name}: {e}"))?;
-    for (topic, column) in controls.key_columns() {
-        state.index(topic, column);
+    for (topic, key) in controls.key_columns() {
+        state.index(topic, key, &identities);
     }
     let resolver = Arc::new(SchemaResolver::new(None, None)?);
     let bounds = TimeBounds { max_age_ms: i64::MAX / 4, max_future_ms: i64::MAX / 4 };

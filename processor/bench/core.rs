@@ -237,6 +237,8 @@ pub async fn evaluation_fixture(retained: usize, due: usize) -> anyhow::Result<E
     while (held(&engine) < retained || triggers.len() < due) && period < periods {
         let mut gen = GenConfig::new(period_events, 100 + period as u64, now);
         gen.days = DAYS;
+        // Each period its own deploys, changes and pull requests.
+        gen.first_story = period as u64 * PERIOD as u64;
         gen.end_ms -= (periods - 1 - period) as i64 * i64::from(DAYS) * 86_400_000;
         let (stream, _) = generate(&gen);
         let payloads = encode(&catalog, &stream)?;
@@ -302,9 +304,10 @@ mod tests {
             .iter()
             .map(|e| (fixture.engine.controls.controls()[e.control].meta.id.as_str(), e.read_in_part))
             .collect();
-        // The evidence query reads ci (its merge, reviews and runs) and
-        // change in part; CM-01 reads change in part.
-        for (id, tables) in [("EVIDENCE", 2), ("CM-01", 1)] {
+        // The evidence query reads ci (its merge, reviews and runs), change
+        // and access (by the deployer) in part; AC-01 reads access (by the
+        // deployer, and that person's revocations) in part; CM-01 change.
+        for (id, tables) in [("EVIDENCE", 3), ("AC-01", 1), ("CM-01", 1)] {
             assert!(in_part.contains(&(id, tables)), "{id} should read {tables} tables in part: {in_part:?}");
         }
         fixture.engine.controls.read_whole();

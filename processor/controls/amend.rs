@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::and;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
@@ -140,36 +140,31 @@ fn late_range(batch: &RecordBatch, time_index: usize, watermark: i64) -> Option<
     late.fold(None, |acc, t| Some(acc.map_or((t, t), |(lo, hi): (i64, i64)| (lo.min(t), hi.max(t)))))
 }
 
-/// What a late row of `topic` in `late` can concern: the due rows whose
-/// column (the second) holds one of the late rows' values of a key. Empty
-/// when a scan of the topic has no key straight from due (any decided
-/// trigger may be concerned), or when the topic is read whole.
-fn late_keys(restricted: &[Restricted], topic: Topic, late: &RecordBatch) -> Vec<(Wanted, usize)> {
+/// What a late row of `topic` in `late` can concern: the decided rows whose
+/// due columns (the second) hold the key of a late row. Empty when a scan
+/// of the topic has no key straight from due (any decided trigger may be
+/// concerned), or when the topic is read whole.
+fn late_keys(restricted: &[Restricted], topic: Topic, late: &RecordBatch) -> Vec<(Wanted, Vec<usize>)> {
     let mut keys = Vec::new();
     for scan in restricted.iter().filter(|r| r.topic == topic).flat_map(|r| &r.scans) {
-        let before = keys.len();
-        for key in scan {
-            if let KeyFrom::Due(due) = key.from {
-                keys.push((Wanted::of(&[late.column(key.column)]), due));
-            }
-        }
-        if keys.len() == before {
-            return Vec::new();
-        }
+        let KeyFrom::Due(due) = &scan.from else { return Vec::new() };
+        keys.push((Wanted::of(&scan.reader, &[scan.key.columns(late)]), due.clone()));
     }
     keys
 }
 
-/// The rows of `batch` whose column `due` holds a wanted key, for any pair.
+/// The rows of `batch` whose due columns hold a wanted key, for any key.
 fn keyed(
     batch: &RecordBatch,
-    keys: &[(Wanted, usize)],
+    keys: &[(Wanted, Vec<usize>)],
 ) -> Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
-    if keys.iter().any(|(_, due)| *due >= batch.num_columns()) {
+    if keys.iter().flat_map(|(_, due)| due).any(|d| *d >= batch.num_columns()) {
         return Ok(Some(batch.clone())); // keyed by the decision time: no narrowing
     }
+    let columns: Vec<Vec<&ArrayRef>> =
+        keys.iter().map(|(_, due)| due.iter().map(|d| batch.column(*d)).collect()).collect();
     let mask: BooleanArray =
-        (0..batch.num_rows()).map(|row| Some(keys.iter().any(|(w, due)| w.holds(batch.column(*due), row)))).collect();
+        (0..batch.num_rows()).map(|row| Some(keys.iter().zip(&columns).any(|((w, _), c)| w.holds(c, row)))).collect();
     let rows = filter_record_batch(batch, &mask)?;
     Ok((rows.num_rows() > 0).then_some(rows))
 }

@@ -1,11 +1,16 @@
 //! Which state rows a control's query can possibly use, found in its plan.
 //!
-//! A state table scanned only where an equi-join ties one of its columns to
-//! a column of `due` — with nothing but row-wise steps (filters,
-//! projections, aliases) between the scan and the join, and a join type that
-//! drops the table's unmatched rows — contributes only rows whose key equals
-//! some due row's key. Evaluation then reads just those rows through the
-//! state's key index instead of scanning everything retained, so its cost
+//! A state table scanned only where an equi-join ties its columns to columns
+//! of `due` — with nothing but row-wise steps (filters, projections,
+//! aliases) between the scan and the join, and a join type that drops the
+//! table's unmatched rows — contributes only rows whose key equals some due
+//! row's key. A key is an identifier column (change_id, commit_sha, …) or,
+//! where the join has none, all its key columns together (the principal a
+//! name resolves to, the environment, the role). A scan joined instead to
+//! another scan that is itself keyed by `due` takes its wanted values from
+//! that scan's rows (two hops: a deploy's merge, then the merged pull
+//! request's reviews). Evaluation then reads just those rows through the
+//! state's key indexes instead of scanning everything retained, so its cost
 //! follows the due triggers, not the retention.
 
 use datafusion::common::{Column, JoinType};
@@ -14,138 +19,135 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use crate::schema::Topic;
 
 /// A state table's rows that matter: for each scan of the table, the rows
-/// any one of its keys selects (a scan joined on several columns needs only
-/// one of them; which one is chosen at run time, by the rows it selects).
+/// its key selects.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Restriction {
     pub topic: Topic,
-    /// Per scan: (state column, where the wanted values come from).
-    pub scans: Vec<Vec<(String, Source)>>,
+    pub scans: Vec<Key>,
 }
 
-/// Where a key's wanted values come from.
+/// A scan's key: its parts, and where their wanted values come from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Key {
+    pub parts: Vec<Part>,
+    pub from: Source,
+}
+
+/// A column of the scanned table, compared as is or as the principal it
+/// names, and the column of the other side it equals.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Part {
+    pub column: String,
+    pub principal: bool,
+    pub other: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Source {
-    /// A column of the due rows.
-    Due(String),
-    /// A column of another state scan's rows, that scan being keyed by the
-    /// due rows: `column` of the rows of `topic` whose columns equal the due
-    /// columns of `via` (any one pair). Two hops: a deploy's merge, then
-    /// the reviews of the merged pull request.
-    Rows { topic: Topic, via: Vec<(String, String)>, column: String },
+    /// The parts' other columns are due columns.
+    Due,
+    /// The parts' other columns are columns of `topic`'s rows that `via`
+    /// (a key straight from due) selects.
+    Rows { topic: Topic, via: Box<Key> },
 }
 
-/// Where the other side of a join key comes from.
-#[derive(Clone)]
-enum Origin {
-    Due(String),
-    Scan(usize, Topic, String),
+/// A column a plan's output takes unchanged from a scan: the scan's
+/// address, table and column, and whether it went through `principal()`.
+struct Traced {
+    scan: usize,
+    table: String,
+    column: String,
+    principal: bool,
 }
+
+/// A scan (its address), a part of a key it is joined by, and the other
+/// side's scan (address and topic) unless that is `due`.
+type Keyed = (usize, Part, Option<(usize, Topic)>);
 
 /// The restrictions that hold for `plan` (an optimized logical plan).
 pub(super) fn restrictions(plan: &LogicalPlan) -> Vec<Restriction> {
     let mut scans: Vec<(usize, Topic)> = Vec::new();
-    // (scan address, state column, other side)
-    let mut keyed: Vec<(usize, String, Origin)> = Vec::new();
+    let mut keyed: Vec<Keyed> = Vec::new();
     visit(plan, &mut |node| {
         if let LogicalPlan::TableScan(scan) = node {
             if let Some(topic) = Topic::from_name(scan.table_name.table()) {
                 scans.push((node as *const LogicalPlan as usize, topic));
             }
         }
-        if let LogicalPlan::Join(join) = node {
-            if join.null_aware {
-                return;
-            }
-            let (left_ok, right_ok) = restrictable(join.join_type);
-            for (l, r) in &join.on {
-                let (Expr::Column(l), Expr::Column(r)) = (l, r) else { continue };
-                for (side_ok, side, key, other, other_key) in
-                    [(right_ok, &join.right, r, &join.left, l), (left_ok, &join.left, l, &join.right, r)]
-                {
-                    if !side_ok {
-                        continue;
-                    }
-                    let (Some(state), Some(from)) = (trace(side, key, true), trace(other, other_key, false)) else {
-                        continue;
-                    };
-                    if Topic::from_name(&state.1).is_none() {
-                        continue;
-                    }
-                    let origin = match Topic::from_name(&from.1) {
-                        _ if from.1 == "due" => Origin::Due(from.2),
-                        Some(topic) => Origin::Scan(from.0, topic, from.2),
-                        None => continue,
-                    };
-                    keyed.push((state.0, state.2, origin));
+        let LogicalPlan::Join(join) = node else { return };
+        if join.null_aware {
+            return;
+        }
+        let (left_ok, right_ok) = restrictable(join.join_type);
+        for (l, r) in &join.on {
+            for (side_ok, side, key, other, other_key) in
+                [(right_ok, &join.right, r, &join.left, l), (left_ok, &join.left, l, &join.right, r)]
+            {
+                if !side_ok {
+                    continue;
                 }
+                let (Some(state), Some(from)) = (trace_expr(side, key, true), trace_expr(other, other_key, false))
+                else {
+                    continue;
+                };
+                if Topic::from_name(&state.table).is_none() || state.principal != from.principal {
+                    continue;
+                }
+                let origin = match Topic::from_name(&from.table) {
+                    _ if from.table == "due" => None,
+                    Some(topic) => Some((from.scan, topic)),
+                    None => continue,
+                };
+                let part = Part { column: state.column, principal: state.principal, other: from.column };
+                keyed.push((state.scan, part, origin));
             }
         }
     });
-    // A scan's keys straight from due, preferring the selective ones.
-    let due_keys = |scan: usize| -> Vec<(String, String)> {
-        let keys: Vec<(String, String)> = keyed
-            .iter()
-            .filter(|k| k.0 == scan)
-            .filter_map(|k| match &k.2 {
-                Origin::Due(due) => Some((k.1.clone(), due.clone())),
-                Origin::Scan(..) => None,
-            })
-            .collect();
-        prefer_fine(keys, |k| &k.0)
+    let due_key = |scan: usize| -> Option<Key> {
+        let parts = keyed.iter().filter(|k| k.0 == scan && k.2.is_none()).map(|k| k.1.clone()).collect();
+        Some(Key { parts: key_parts(parts)?, from: Source::Due })
+    };
+    let key = |scan: usize| -> Option<Key> {
+        if let Some(key) = due_key(scan) {
+            return Some(key);
+        }
+        let mut sources: Vec<(usize, Topic)> = keyed.iter().filter(|k| k.0 == scan).filter_map(|k| k.2).collect();
+        sources.dedup();
+        sources.into_iter().find_map(|(from, topic)| {
+            let via = due_key(from)?;
+            let parts = keyed.iter().filter(|k| k.0 == scan && k.2 == Some((from, topic))).map(|k| k.1.clone());
+            Some(Key { parts: key_parts(parts.collect())?, from: Source::Rows { topic, via: Box::new(via) } })
+        })
     };
     let mut out: Vec<Restriction> = Vec::new();
     for topic in Topic::ALL {
-        let of_topic: Vec<usize> = scans.iter().filter(|(_, t)| *t == topic).map(|(p, _)| *p).collect();
-        let mut per_scan: Vec<Vec<(String, Source)>> = Vec::new();
-        for scan in &of_topic {
-            let keys: Vec<(String, Source)> = keyed
-                .iter()
-                .filter(|k| k.0 == *scan)
-                .filter_map(|k| match &k.2 {
-                    Origin::Due(due) => Some((k.1.clone(), Source::Due(due.clone()))),
-                    Origin::Scan(from, from_topic, column) => {
-                        let via = due_keys(*from);
-                        (!via.is_empty())
-                            .then(|| (k.1.clone(), Source::Rows { topic: *from_topic, via, column: column.clone() }))
-                    }
-                })
-                .collect();
-            // Straight from due first: one lookup, not two.
-            let (mut keys, hops): (Vec<_>, Vec<_>) = keys.into_iter().partition(|k| matches!(k.1, Source::Due(_)));
-            keys.extend(hops);
-            let mut keys = prefer_fine(keys, |k| &k.0);
-            if keys.is_empty() {
-                per_scan.clear();
-                break;
-            }
-            keys.sort();
-            keys.dedup();
-            if !per_scan.contains(&keys) {
-                per_scan.push(keys);
-            }
+        let of_topic = scans.iter().filter(|(_, t)| *t == topic);
+        let Some(mut keys) = of_topic.map(|(scan, _)| key(*scan)).collect::<Option<Vec<Key>>>() else { continue };
+        if keys.is_empty() {
+            continue;
         }
-        if !per_scan.is_empty() {
-            out.push(Restriction { topic, scans: per_scan });
-        }
+        keys.sort();
+        keys.dedup();
+        out.push(Restriction { topic, scans: keys });
     }
     out
 }
 
-/// The first key on a selective column if there is one (each key kept is an
-/// index the state keeps, about 4 bytes a row); else all of them, as a
-/// coarse key still pays where its value is rare (the lookup decides).
-fn prefer_fine<T>(mut keys: Vec<T>, column: impl Fn(&T) -> &String) -> Vec<T> {
-    match keys.iter().position(|k| !coarse(column(k))) {
-        Some(fine) => vec![keys.swap_remove(fine)],
-        None => keys,
+/// A key from the parts a join offers: its first identifier column, or
+/// else all of them together (each key is an index the state keeps).
+fn key_parts(mut parts: Vec<Part>) -> Option<Vec<Part>> {
+    if let Some(id) = parts.iter().position(|p| !p.principal && identifier(&p.column)) {
+        return Some(vec![parts.swap_remove(id)]);
     }
+    parts.sort();
+    parts.dedup_by(|a, b| a.column == b.column && a.principal == b.principal);
+    (!parts.is_empty()).then_some(parts)
 }
 
-/// Identifiers select few rows; names of services, environments and the like
-/// select many.
-fn coarse(column: &str) -> bool {
-    !["_id", "sha", "digest", "number", "principal"].iter().any(|k| column.ends_with(k))
+/// Identifiers select few rows; people, services, environments and the
+/// like select many, alone.
+fn identifier(column: &str) -> bool {
+    ["_id", "sha", "digest", "number"].iter().any(|k| column.ends_with(k))
 }
 
 /// Whether the (left, right) side may lose its rows that match nothing.
@@ -165,26 +167,38 @@ fn visit<'a>(plan: &'a LogicalPlan, f: &mut dyn FnMut(&'a LogicalPlan)) {
     }
 }
 
-/// The scan (its address, table name and column name) a column of `plan`'s
-/// output comes from unchanged. `row_wise` allows only filters, projections
-/// and aliases on the way (the restricted side); otherwise joins, sorts,
-/// limits, distinct and aggregates (group keys, min and max) pass values
-/// through too.
-fn trace(plan: &LogicalPlan, column: &Column, row_wise: bool) -> Option<(usize, String, String)> {
+/// `trace` for a join key or projected expression: a column, or
+/// `principal()` of one.
+fn trace_expr(plan: &LogicalPlan, expr: &Expr, row_wise: bool) -> Option<Traced> {
+    match expr.clone().unalias() {
+        Expr::Column(column) => trace(plan, &column, row_wise),
+        Expr::ScalarFunction(f) if f.name() == "principal" && f.args.len() == 1 => {
+            let traced = trace_expr(plan, &f.args[0], row_wise)?;
+            Some(Traced { principal: true, ..traced })
+        }
+        _ => None,
+    }
+}
+
+/// The scan a column of `plan`'s output comes from unchanged (but for
+/// `principal()`). `row_wise` allows only filters, projections and aliases
+/// on the way (the restricted side); otherwise joins, sorts, limits,
+/// distinct and aggregates (group keys, min and max) pass values through
+/// too.
+fn trace(plan: &LogicalPlan, column: &Column, row_wise: bool) -> Option<Traced> {
     let index = plan.schema().index_of_column(column).ok()?;
     match plan {
-        LogicalPlan::TableScan(scan) => {
-            let field = plan.schema().field(index);
-            Some((plan as *const LogicalPlan as usize, scan.table_name.table().to_string(), field.name().clone()))
-        }
+        LogicalPlan::TableScan(scan) => Some(Traced {
+            scan: plan as *const LogicalPlan as usize,
+            table: scan.table_name.table().to_string(),
+            column: plan.schema().field(index).name().clone(),
+            principal: false,
+        }),
         LogicalPlan::SubqueryAlias(alias) => {
             let (qualifier, field) = alias.input.schema().qualified_field(index);
             trace(&alias.input, &Column::new(qualifier.cloned(), field.name()), row_wise)
         }
-        LogicalPlan::Projection(projection) => match projection.expr.get(index)?.clone().unalias() {
-            Expr::Column(inner) => trace(&projection.input, &inner, row_wise),
-            _ => None,
-        },
+        LogicalPlan::Projection(projection) => trace_expr(&projection.input, projection.expr.get(index)?, row_wise),
         LogicalPlan::Filter(filter) => trace(&filter.input, column, row_wise),
         LogicalPlan::Sort(sort) if !row_wise => trace(&sort.input, column, row_wise),
         LogicalPlan::Limit(limit) if !row_wise => trace(&limit.input, column, row_wise),
@@ -205,10 +219,7 @@ fn trace(plan: &LogicalPlan, column: &Column, row_wise: bool) -> Option<(usize, 
                     _ => return None,
                 },
             };
-            match expr.unalias() {
-                Expr::Column(inner) => trace(&aggregate.input, &inner, row_wise),
-                _ => None,
-            }
+            trace_expr(&aggregate.input, &expr, row_wise)
         }
         _ => None,
     }
@@ -227,6 +238,7 @@ mod tests {
     async fn restrictions_of(sql: &str) -> Vec<Restriction> {
         let catalog = Catalog::builtin().unwrap();
         let ctx = SessionContext::new();
+        ctx.register_udf(Arc::new(crate::identity::Identities::default()).udf());
         for topic in Topic::ALL {
             let schema = catalog.event(topic).arrow.clone();
             ctx.register_table(topic.name(), Arc::new(MemTable::try_new(schema, vec![vec![]]).unwrap())).unwrap();
@@ -244,8 +256,7 @@ mod tests {
              (SELECT 1 FROM change c WHERE c.change_id = d.change_id AND c.action = 'approved')",
         )
         .await;
-        let key = ("change_id".to_string(), Source::Due("change_id".into()));
-        assert_eq!(r, vec![Restriction { topic: Topic::Change, scans: vec![vec![key]] }]);
+        assert_eq!(r, vec![Restriction { topic: Topic::Change, scans: vec![due(&[("change_id", "change_id")])] }]);
     }
 
     #[tokio::test]
@@ -268,19 +279,30 @@ mod tests {
         }
     }
 
+    fn part(column: &str, other: &str) -> Part {
+        match column.strip_prefix("principal:") {
+            Some(column) => Part { column: column.into(), principal: true, other: other.into() },
+            None => Part { column: column.into(), principal: false, other: other.into() },
+        }
+    }
+
+    fn due(parts: &[(&str, &str)]) -> Key {
+        Key { parts: parts.iter().map(|(c, o)| part(c, o)).collect(), from: Source::Due }
+    }
+
     #[tokio::test]
-    async fn a_selective_key_is_preferred_and_a_coarse_one_serves_alone() {
+    async fn an_identifier_is_the_key_and_without_one_all_columns_are() {
         let r = restrictions_of(
             "SELECT d.deploy_id FROM due d JOIN change c ON c.change_id = d.change_id AND c.service = d.service \
-             JOIN access a ON a.environment = d.environment",
+             JOIN access a ON principal(a.principal) = principal(d.actor) AND a.environment = d.environment",
         )
         .await;
-        let key = |c: &str, d: &str| (c.to_string(), Source::Due(d.into()));
+        let person = due(&[("environment", "environment"), ("principal:principal", "actor")]);
         assert_eq!(
             r,
             vec![
-                Restriction { topic: Topic::Change, scans: vec![vec![key("change_id", "change_id")]] },
-                Restriction { topic: Topic::Access, scans: vec![vec![key("environment", "environment")]] },
+                Restriction { topic: Topic::Change, scans: vec![due(&[("change_id", "change_id")])] },
+                Restriction { topic: Topic::Access, scans: vec![person] },
             ]
         );
     }
@@ -293,16 +315,11 @@ mod tests {
              SELECT m.deploy_id FROM m JOIN ci r ON r.pr_number = m.pr",
         )
         .await;
-        let via = vec![("commit_sha".to_string(), "commit_sha".to_string())];
-        let hop = Source::Rows { topic: Topic::Ci, via, column: "pr_number".into() };
-        let scans = vec![
-            vec![("commit_sha".to_string(), Source::Due("commit_sha".into()))],
-            vec![("pr_number".to_string(), hop)],
-        ];
-        let mut got = r.clone();
-        for g in &mut got {
-            g.scans.sort_by_key(|s| format!("{s:?}"));
-        }
-        assert_eq!(got, vec![Restriction { topic: Topic::Ci, scans }]);
+        let merge = due(&[("commit_sha", "commit_sha")]);
+        let reviews = Key {
+            parts: vec![part("pr_number", "pr_number")],
+            from: Source::Rows { topic: Topic::Ci, via: Box::new(merge.clone()) },
+        };
+        assert_eq!(r, vec![Restriction { topic: Topic::Ci, scans: vec![merge, reviews] }]);
     }
 }

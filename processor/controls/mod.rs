@@ -45,6 +45,7 @@ pub use meta::{parse as parse_meta, ControlMeta, Severity};
 pub use source::{builtin_evidence, builtin_sources, load_dir, ControlSource};
 
 use crate::identity::Identities;
+use crate::index::{KeyReader, KeySpec};
 use crate::schema::{Catalog, Topic};
 use crate::state::{min_offsets, without_partitions, SharedBatches, State};
 use output::findings_of;
@@ -93,29 +94,29 @@ pub struct Control {
     read_in_part: usize,
 }
 
-/// A state table a control reads only where its key columns match the due
-/// rows' (see `keys`).
+/// A state table a control reads only where its keys match the due rows'
+/// (see `keys`).
 struct Restricted {
     topic: Topic,
-    /// Per scan of the table, its keys: any one selects every row the scan
-    /// can use.
-    scans: Vec<Vec<KeyColumn>>,
+    /// One key per scan of the table.
+    scans: Vec<ScanKey>,
     only: table::Only,
 }
 
-/// A key column of a restricted table (a position in its schema) and where
-/// the values it must hold come from.
-struct KeyColumn {
-    column: usize,
+/// The key a scan reads a table by, and where its wanted values come from.
+struct ScanKey {
+    key: KeySpec,
+    /// Reads `key` from rows (principals resolved).
+    reader: KeyReader,
     from: KeyFrom,
 }
 
 enum KeyFrom {
-    /// This column of the due rows.
-    Due(usize),
-    /// Column `column` of the rows of `topic` selected by the pairs (its
-    /// column, due column) of `via`, any one of them.
-    Rows { topic: Topic, via: Vec<(usize, usize)>, column: usize },
+    /// These columns of the due rows, in the key's part order.
+    Due(Vec<usize>),
+    /// These columns (in the key's part order) of the rows of `topic` whose
+    /// key `via` matches the due rows' columns `due`.
+    Rows { topic: Topic, via: KeySpec, due: Vec<usize>, columns: Vec<usize> },
 }
 
 /// A violation found by a control, before it is stamped and encoded.
@@ -278,22 +279,18 @@ impl ControlSet {
         Ok(())
     }
 
-    /// The key columns whose state index lets controls read only the rows
-    /// their due triggers name (see `keys`); the state should keep them.
-    pub fn key_columns(&self) -> Vec<(Topic, usize)> {
-        let mut out: Vec<(Topic, usize)> = self
-            .controls
-            .iter()
-            .flat_map(|c| &c.restricted)
-            .flat_map(|r| r.scans.iter().flatten().map(|k| (r.topic, k)))
-            .flat_map(|(topic, k)| {
-                let via = match &k.from {
-                    KeyFrom::Due(_) => Vec::new(),
-                    KeyFrom::Rows { topic, via, .. } => via.iter().map(|(c, _)| (*topic, *c)).collect(),
-                };
-                via.into_iter().chain([(topic, k.column)])
-            })
-            .collect();
+    /// The keys whose state index lets controls read only the rows their
+    /// due triggers name (see `keys`); the state should keep them.
+    pub fn key_columns(&self) -> Vec<(Topic, KeySpec)> {
+        let mut out: Vec<(Topic, KeySpec)> = Vec::new();
+        for r in self.controls.iter().flat_map(|c| &c.restricted) {
+            for scan in &r.scans {
+                out.push((r.topic, scan.key.clone()));
+                if let KeyFrom::Rows { topic, via, .. } = &scan.from {
+                    out.push((*topic, via.clone()));
+                }
+            }
+        }
         out.sort();
         out.dedup();
         out

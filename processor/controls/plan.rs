@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::output::check_output;
 use super::table::{self, LiveTable};
-use super::{keys, meta, Control, ControlError, ControlSource, KeyColumn, KeyFrom, Restricted, DUE_AT};
+use super::{keys, meta, Control, ControlError, ControlSource, KeyFrom, Restricted, ScanKey, DUE_AT};
 use crate::identity::Identities;
+use crate::index::{KeyPart, KeyReader, KeySpec};
 use crate::schema::{Catalog, Topic};
 use crate::state::{SharedBatches, State};
 
@@ -105,31 +106,8 @@ async fn plan_one(
     let optimized = ctx.state().optimize(&plan).map_err(|e| plan_err(e.to_string()))?;
     let mut restricted = Vec::new();
     for r in keys::restrictions(&optimized) {
-        let position = |topic: Topic, name: &str| catalog.event(topic).arrow.index_of(name).ok();
-        let due_position = |name: &str| due_schema.index_of(name).ok();
-        let pairs = |topic: Topic, via: &[(String, String)]| -> Option<Vec<(usize, usize)>> {
-            via.iter().map(|(c, d)| Some((position(topic, c)?, due_position(d)?))).collect()
-        };
-        let scans: Option<Vec<Vec<KeyColumn>>> = r
-            .scans
-            .iter()
-            .map(|keys| {
-                keys.iter()
-                    .map(|(column, source)| {
-                        let from = match source {
-                            keys::Source::Due(d) => KeyFrom::Due(due_position(d)?),
-                            keys::Source::Rows { topic, via, column } => KeyFrom::Rows {
-                                topic: *topic,
-                                via: pairs(*topic, via)?,
-                                column: position(*topic, column)?,
-                            },
-                        };
-                        Some(KeyColumn { column: position(r.topic, column)?, from })
-                    })
-                    .collect()
-            })
-            .collect();
-        let Some(scans) = scans else { continue };
+        let key = |key: &keys::Key| scan_key(catalog, r.topic, key, &due_schema, identities);
+        let Some(scans) = r.scans.iter().map(key).collect::<Option<Vec<ScanKey>>>() else { continue };
         restricted.push(Restricted { topic: r.topic, scans, only: slots[r.topic.index()].clone() });
     }
     let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
@@ -150,6 +128,41 @@ async fn plan_one(
         restricted,
         read_in_part: 0,
     })
+}
+
+/// A scan's key in positions: its parts sorted by column (so scans keyed
+/// alike share one index), where its values come from in the same order.
+fn scan_key(
+    catalog: &Catalog,
+    topic: Topic,
+    key: &keys::Key,
+    due_schema: &Schema,
+    identities: &Arc<Identities>,
+) -> Option<ScanKey> {
+    let position = |topic: Topic, name: &str| catalog.event(topic).arrow.index_of(name).ok();
+    let due = |name: &str| due_schema.index_of(name).ok();
+    // The key's spec on `topic`, and the other side's columns in part order.
+    let spec = |topic: Topic, key: &keys::Key, other: &dyn Fn(&str) -> Option<usize>| {
+        let mut parts = key
+            .parts
+            .iter()
+            .map(|p| Some((KeyPart { column: position(topic, &p.column)?, principal: p.principal }, other(&p.other)?)))
+            .collect::<Option<Vec<(KeyPart, usize)>>>()?;
+        parts.sort();
+        Some((KeySpec(parts.iter().map(|p| p.0).collect()), parts.into_iter().map(|p| p.1).collect::<Vec<usize>>()))
+    };
+    let (spec, from) = match &key.from {
+        keys::Source::Due => {
+            let (spec, columns) = spec(topic, key, &due)?;
+            (spec, KeyFrom::Due(columns))
+        }
+        keys::Source::Rows { topic: source, via } => {
+            let (via, via_due) = spec(*source, via, &due)?;
+            let (spec, columns) = spec(topic, key, &|name| position(*source, name))?;
+            (spec, KeyFrom::Rows { topic: *source, via, due: via_due, columns })
+        }
+    };
+    Some(ScanKey { reader: KeyReader::new(&spec, identities.clone()), key: spec, from })
 }
 
 /// The line of the SQL file an error points at: from DataFusion's

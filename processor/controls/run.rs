@@ -7,7 +7,7 @@ use datafusion::arrow::compute::kernels::numeric::add;
 use std::time::Instant;
 
 use super::{findings_of, Control, ControlError, Finding, KeyFrom, Restricted};
-use crate::state::{Choices, State};
+use crate::state::State;
 
 impl Control {
     pub(super) async fn run(
@@ -70,30 +70,26 @@ impl Control {
 /// The rows of a restricted table that this run's due rows can use (`None`:
 /// all of them).
 fn rows_of(state: &State, r: &Restricted, due: &[RecordBatch]) -> Option<Vec<RecordBatch>> {
-    let of_due = |column: usize| -> Vec<&ArrayRef> { due.iter().map(|b| b.column(column)).collect() };
-    // The rows each two-hop key takes its values from, looked up first.
-    let mut hops: Vec<Option<Vec<RecordBatch>>> = Vec::new();
-    for key in r.scans.iter().flatten() {
-        if let KeyFrom::Rows { topic, via, .. } = &key.from {
-            let choices: Choices = via.iter().map(|(c, d)| (*c, of_due(*d))).collect();
-            hops.push(state.lookup(*topic, &[choices]));
-        }
-    }
-    let mut hop = hops.iter();
-    let mut scans: Vec<Choices> = Vec::with_capacity(r.scans.len());
-    for keys in &r.scans {
-        let mut choices: Choices = Vec::with_capacity(keys.len());
-        for key in keys {
-            match &key.from {
-                KeyFrom::Due(d) => choices.push((key.column, of_due(*d))),
-                KeyFrom::Rows { column, .. } => {
-                    // Its source is read whole: no use as a key.
-                    let Some(Some(rows)) = hop.next() else { continue };
-                    choices.push((key.column, rows.iter().map(|b| b.column(*column)).collect()));
-                }
+    let columns_of = |batches: &'_ [RecordBatch], columns: &[usize]| -> Vec<Vec<ArrayRef>> {
+        batches.iter().map(|b| columns.iter().map(|c| b.column(*c).clone()).collect()).collect()
+    };
+    // The rows each two-hop key takes its values from, looked up first; a
+    // source read whole leaves this table whole too.
+    let mut values: Vec<Vec<Vec<ArrayRef>>> = Vec::with_capacity(r.scans.len());
+    for scan in &r.scans {
+        values.push(match &scan.from {
+            KeyFrom::Due(columns) => columns_of(due, columns),
+            KeyFrom::Rows { topic, via, due: via_due, columns } => {
+                let wanted = columns_of(due, via_due);
+                let rows = state.lookup(*topic, &[(via, borrowed(&wanted))])?;
+                columns_of(&rows, columns)
             }
-        }
-        scans.push(choices);
+        });
     }
+    let scans: Vec<_> = r.scans.iter().zip(&values).map(|(scan, v)| (&scan.key, borrowed(v))).collect();
     state.lookup(r.topic, &scans)
+}
+
+fn borrowed(batches: &[Vec<ArrayRef>]) -> Vec<Vec<&ArrayRef>> {
+    batches.iter().map(|columns| columns.iter().collect()).collect()
 }

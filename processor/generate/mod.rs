@@ -37,6 +37,9 @@ pub struct GenConfig {
     pub days: u32,
     /// Event time of the end of the stream, epoch ms.
     pub end_ms: i64,
+    /// Number of the first story: deploy, change and pull request ids count
+    /// from it, so streams generated to follow one another share no ids.
+    pub first_story: u64,
 }
 
 impl GenConfig {
@@ -44,7 +47,8 @@ impl GenConfig {
     /// every decision (the longest deadline is a day) is due by now.
     pub fn new(events: usize, seed: u64, now_ms: i64) -> GenConfig {
         let day = 86_400_000;
-        GenConfig { events, seed, violation_rate: 0.06, days: 7, end_ms: (now_ms / 60_000) * 60_000 - 2 * day }
+        let end_ms = (now_ms / 60_000) * 60_000 - 2 * day;
+        GenConfig { events, seed, violation_rate: 0.06, days: 7, end_ms, first_story: 0 }
     }
 }
 
@@ -148,7 +152,7 @@ pub fn generate(config: &GenConfig) -> (Vec<Event>, Truth) {
     let mut n = 0u64;
     loop {
         let t0 = start_ms + 60_000 + n as i64 * spacing.max(1) + rng.random_range(0..spacing.max(2) / 2);
-        let story = story::Story::draw(&org, &mut rng, n, t0, config.violation_rate);
+        let story = story::Story::draw(&org, &mut rng, config.first_story + n, t0, config.violation_rate);
         if events.len() + story.len() > config.events || t0 + story::STORY_SPAN_MS > config.end_ms {
             break;
         }
