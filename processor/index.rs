@@ -103,6 +103,18 @@ impl KeyReader {
         Some(h)
     }
 
+    /// Whether the key at `row` is `value` (resolving only principals).
+    fn equals(&self, columns: &[&ArrayRef], row: usize, value: &[Atom]) -> bool {
+        columns.iter().zip(&self.principal).zip(value).all(|((column, principal), want)| {
+            match (AtomRef::at(column, row), want) {
+                (Some(AtomRef::Text(t)), Atom::Text(w)) if *principal => self.identities.resolve(t) == *w,
+                (Some(AtomRef::Text(t)), Atom::Text(w)) => t == w,
+                (Some(AtomRef::Int(i)), Atom::Int(w)) => i == *w,
+                _ => false,
+            }
+        })
+    }
+
     /// The key's value at `row`, principals resolved.
     fn value(&self, columns: &[&ArrayRef], row: usize) -> Option<Vec<Atom>> {
         columns
@@ -135,8 +147,10 @@ impl Wanted {
             for row in 0..rows {
                 let Some(h) = reader.hash(columns, row) else { continue };
                 let values = wanted.values.entry(h).or_default();
-                let Some(value) = reader.value(columns, row) else { continue };
-                if !values.contains(&value) {
+                if values.iter().any(|v| reader.equals(columns, row, v)) {
+                    continue;
+                }
+                if let Some(value) = reader.value(columns, row) {
                     values.push(value);
                 }
             }
@@ -166,7 +180,7 @@ impl Wanted {
     /// (chains are per hash; this resolves collisions).
     pub fn matches(&self, hash: u64, columns: &[&ArrayRef], row: usize) -> bool {
         let Some(values) = self.values.get(&hash) else { return false };
-        self.reader.value(columns, row).is_some_and(|v| values.contains(&v))
+        values.iter().any(|v| self.reader.equals(columns, row, v))
     }
 }
 

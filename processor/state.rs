@@ -144,6 +144,7 @@ impl State {
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
         let mut ids = Vec::new();
         for (index, wanted) in &picks {
+            let columns: Vec<Vec<&ArrayRef>> = batches.iter().map(|b| index.spec.columns(b)).collect();
             for h in wanted.hashes() {
                 ids.clear();
                 index.candidates(h, &mut ids);
@@ -151,7 +152,7 @@ impl State {
                     let at = state.first_ids.partition_point(|f| f <= id);
                     let Some(b) = at.checked_sub(1) else { continue };
                     let row = (id - state.first_ids[b]) as usize;
-                    if row < batches[b].num_rows() && wanted.matches(h, &index.spec.columns(&batches[b]), row) {
+                    if row < batches[b].num_rows() && wanted.matches(h, &columns[b], row) {
                         rows[b].push(row as u32);
                     }
                 }
