@@ -77,6 +77,9 @@ pub struct Control {
     pub file: String,
     ctx: SessionContext,
     plan: LogicalPlan,
+    /// `plan` is optimized already: each run only plans it physically
+    /// (false where the SQL reads the clock, which optimizing fixes).
+    optimized: bool,
     due: SharedBatches,
     /// The trigger topic's schema plus [`DUE_AT`].
     due_schema: SchemaRef,

@@ -55,11 +55,14 @@ impl Control {
     /// `VIGIL_EXPLAIN=<control id>` the physical plan and its metrics are
     /// printed to stderr after each run (profiling).
     async fn execute(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
-        let frame = self.ctx.execute_logical_plan(self.plan.clone()).await?;
+        let state = self.ctx.state();
+        let plan = match self.optimized {
+            true => state.query_planner().create_physical_plan(&self.plan, &state).await?,
+            false => state.create_physical_plan(&self.plan).await?,
+        };
         if std::env::var("VIGIL_EXPLAIN").ok().as_deref() != Some(self.meta.id.as_str()) {
-            return frame.collect().await;
+            return datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await;
         }
-        let plan = frame.create_physical_plan().await?;
         let out = datafusion::physical_plan::collect(plan.clone(), self.ctx.task_ctx()).await?;
         let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref());
         eprintln!("{} plan, with metrics:\n{}", self.meta.id, shown.indent(true));
