@@ -134,14 +134,27 @@ impl KeyReader {
 /// The distinct keys a lookup wants, by hash.
 pub struct Wanted {
     reader: KeyReader,
-    values: HashMap<u64, Vec<Vec<Atom>>>,
+    values: HashMap<u64, Vec<Vec<Atom>>, BuildHasherDefault<IdentityHasher>>,
 }
 
 impl Wanted {
     /// The distinct keys (none with a null part) of the rows of `batches`,
     /// each given as its key columns in part order.
     pub fn of(reader: &KeyReader, batches: &[Vec<&ArrayRef>]) -> Wanted {
-        let mut wanted = Wanted { reader: reader.clone(), values: HashMap::new() };
+        Wanted::within(reader, batches, |_| 0, usize::MAX).unwrap_or_else(|| Wanted::empty(reader))
+    }
+
+    /// As [`Wanted::of`], but gives up (`None`) as soon as the distinct keys'
+    /// `weight`s add up to `budget`: a lookup that would read a large share
+    /// of a table stops without reading every due row's key.
+    pub fn within(
+        reader: &KeyReader,
+        batches: &[Vec<&ArrayRef>],
+        weight: impl Fn(u64) -> usize,
+        budget: usize,
+    ) -> Option<Wanted> {
+        let mut wanted = Wanted::empty(reader);
+        let mut spent = 0;
         for columns in batches {
             let rows = columns.first().map_or(0, |c| c.len());
             for row in 0..rows {
@@ -151,11 +164,21 @@ impl Wanted {
                     continue;
                 }
                 if let Some(value) = reader.value(columns, row) {
+                    if values.is_empty() {
+                        spent += weight(h);
+                        if spent >= budget {
+                            return None;
+                        }
+                    }
                     values.push(value);
                 }
             }
         }
-        wanted
+        Some(wanted)
+    }
+
+    fn empty(reader: &KeyReader) -> Wanted {
+        Wanted { reader: reader.clone(), values: HashMap::default() }
     }
 
     /// Distinct hashes wanted.
@@ -346,5 +369,19 @@ mod tests {
     fn ids_hash(index: &KeyIndex, value: &str) -> u64 {
         let probe = batch(&[value]);
         index.reader().hash(&index.spec.columns(&probe), 0).unwrap()
+    }
+
+    #[test]
+    fn wanted_gives_up_once_its_keys_weigh_the_budget() {
+        let identities = Arc::new(Identities::new(&BTreeMap::new()).unwrap());
+        let spec = KeySpec(vec![KeyPart { column: 0, principal: false }]);
+        let mut index = KeyIndex::new(spec, identities, 0);
+        index.add(&batch(&["a", "a", "a", "b", "c"]), 0);
+        let due = batch(&["a", "b", "a", "c"]);
+        let weigh = |budget| Wanted::within(index.reader(), &[index.spec.columns(&due)], |h| index.count(h), budget);
+        // a (3 rows) + b (1) + c (1): 5 in all; a repeated key weighs once.
+        assert_eq!(weigh(6).map(|w| w.len()), Some(3));
+        assert!(weigh(5).is_none());
+        assert!(weigh(4).is_none());
     }
 }

@@ -130,16 +130,13 @@ impl State {
         let state = &self.topics[topic.index()];
         let batches = state.batches.read().unwrap_or_else(|p| p.into_inner());
         let mut picks: Vec<(&KeyIndex, Wanted)> = Vec::new();
-        let mut estimate = 0;
+        // Counts include evicted rows until a rebuild, as `next_id` does.
+        let mut budget = (state.next_id as usize).div_ceil(WHOLE_TABLE_SHARE);
         for (key, values) in scans {
             let index = state.indexes.iter().find(|i| i.spec == **key)?;
-            let wanted = Wanted::of(index.reader(), values);
-            estimate += wanted.hashes().map(|h| index.count(h)).sum::<usize>();
+            let wanted = Wanted::within(index.reader(), values, |h| index.count(h), budget)?;
+            budget -= wanted.hashes().map(|h| index.count(h)).sum::<usize>();
             picks.push((index, wanted));
-        }
-        // Counts include evicted rows until a rebuild, as `next_id` does.
-        if estimate * WHOLE_TABLE_SHARE >= state.next_id as usize {
-            return None;
         }
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
         let mut ids = Vec::new();
