@@ -141,20 +141,21 @@ impl Wanted {
     /// The distinct keys (none with a null part) of the rows of `batches`,
     /// each given as its key columns in part order.
     pub fn of(reader: &KeyReader, batches: &[Vec<&ArrayRef>]) -> Wanted {
-        Wanted::within(reader, batches, |_| 0, usize::MAX).unwrap_or_else(|| Wanted::empty(reader))
+        let mut unlimited = usize::MAX;
+        Wanted::within(reader, batches, |_| 0, &mut unlimited).unwrap_or_else(|| Wanted::empty(reader))
     }
 
-    /// As [`Wanted::of`], but gives up (`None`) as soon as the distinct keys'
-    /// `weight`s add up to `budget`: a lookup that would read a large share
-    /// of a table stops without reading every due row's key.
+    /// As [`Wanted::of`], spending each distinct key's `weight` from
+    /// `budget`; gives up (`None`) as soon as the budget is spent, so a
+    /// lookup that would read a large share of a table stops without reading
+    /// every due row's key.
     pub fn within(
         reader: &KeyReader,
         batches: &[Vec<&ArrayRef>],
         weight: impl Fn(u64) -> usize,
-        budget: usize,
+        budget: &mut usize,
     ) -> Option<Wanted> {
         let mut wanted = Wanted::empty(reader);
-        let mut spent = 0;
         for columns in batches {
             let rows = columns.first().map_or(0, |c| c.len());
             for row in 0..rows {
@@ -165,10 +166,7 @@ impl Wanted {
                 }
                 if let Some(value) = reader.value(columns, row) {
                     if values.is_empty() {
-                        spent += weight(h);
-                        if spent >= budget {
-                            return None;
-                        }
+                        *budget = budget.checked_sub(weight(h)).filter(|left| *left > 0)?;
                     }
                     values.push(value);
                 }
@@ -378,7 +376,8 @@ mod tests {
         let mut index = KeyIndex::new(spec, identities, 0);
         index.add(&batch(&["a", "a", "a", "b", "c"]), 0);
         let due = batch(&["a", "b", "a", "c"]);
-        let weigh = |budget| Wanted::within(index.reader(), &[index.spec.columns(&due)], |h| index.count(h), budget);
+        let weigh =
+            |mut budget| Wanted::within(index.reader(), &[index.spec.columns(&due)], |h| index.count(h), &mut budget);
         // a (3 rows) + b (1) + c (1): 5 in all; a repeated key weighs once.
         assert_eq!(weigh(6).map(|w| w.len()), Some(3));
         assert!(weigh(5).is_none());

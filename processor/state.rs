@@ -134,9 +134,7 @@ impl State {
         let mut budget = (state.next_id as usize).div_ceil(WHOLE_TABLE_SHARE);
         for (key, values) in scans {
             let index = state.indexes.iter().find(|i| i.spec == **key)?;
-            let wanted = Wanted::within(index.reader(), values, |h| index.count(h), budget)?;
-            budget -= wanted.hashes().map(|h| index.count(h)).sum::<usize>();
-            picks.push((index, wanted));
+            picks.push((index, Wanted::within(index.reader(), values, |h| index.count(h), &mut budget)?));
         }
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
         let mut ids = Vec::new();
@@ -245,7 +243,7 @@ impl State {
         out
     }
 
-    /// Bytes held by each key index of `topic`, by column.
+    /// Bytes held by each key index of `topic`, by key.
     pub fn index_bytes(&self, topic: Topic) -> Vec<(KeySpec, usize)> {
         self.topics[topic.index()].indexes.iter().map(|i| (i.spec.clone(), i.bytes())).collect()
     }
