@@ -18,6 +18,7 @@
 
 mod amend;
 mod docs;
+mod evaluate;
 mod keys;
 mod meta;
 mod output;
@@ -29,7 +30,7 @@ mod table;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datafusion::arrow::array::{BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::kernels::cmp::lt_eq;
@@ -93,8 +94,8 @@ pub struct Control {
     decided: Vec<RecordBatch>,
     /// State tables the query reads only through due keys.
     restricted: Vec<Restricted>,
-    /// Of `restricted`, the tables the last run read only in part.
-    read_in_part: usize,
+    /// How long the last evaluation took: the longest start first.
+    last_cost: Duration,
 }
 
 /// A state table a control reads only where its keys match the due rows'
@@ -306,35 +307,6 @@ impl ControlSet {
         for control in &mut self.controls {
             control.restricted.clear();
         }
-    }
-
-    /// Runs every control over its triggers that are due at `watermark`,
-    /// against `state`.
-    pub async fn evaluate(&mut self, state: &State, watermark: i64) -> Result<Vec<Evaluation>, ControlError> {
-        let mut out = Vec::new();
-        for (index, control) in self.controls.iter_mut().enumerate() {
-            let pending = std::mem::take(&mut control.pending);
-            let mut due = Vec::new();
-            for batch in &pending {
-                let (now, later) = control.split_due(batch, watermark)?;
-                due.extend(now);
-                control.pending.extend(later);
-            }
-            let late = std::mem::take(&mut control.late);
-            for (batches, is_late) in [(due, false), (late, true)] {
-                let due_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-                if due_rows == 0 {
-                    continue;
-                }
-                let started = Instant::now();
-                control.decided.extend(batches.iter().cloned());
-                let findings = control.run(state, batches, is_late).await?;
-                let elapsed = started.elapsed();
-                let read_in_part = control.read_in_part;
-                out.push(Evaluation { control: index, due_rows, findings, elapsed, read_in_part });
-            }
-        }
-        Ok(out)
     }
 }
 

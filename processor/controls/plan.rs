@@ -2,6 +2,7 @@
 //! table, once at start-up, with the restricted reads its plan allows.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -131,7 +132,7 @@ async fn plan_one(
         late: Vec::new(),
         decided: Vec::new(),
         restricted,
-        read_in_part: 0,
+        last_cost: Duration::ZERO,
     })
 }
 

@@ -1,21 +1,49 @@
-//! One run of a control: the due rows (with their decision time) and the
-//! restricted reads set up, the planned query executed, the result turned
-//! into findings, the tables reset.
+//! One run of a control, in two halves. [`Control::prepare`] sets the due
+//! rows (with their decision time) and the restricted reads up, plans the
+//! query physically — the plan takes its snapshot of every table then — and
+//! resets the tables; [`Prepared::execute`] runs that plan, on any thread,
+//! while the next control is prepared. [`Control::findings_of`] turns the
+//! result into findings.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, DurationMillisecondArray, RecordBatch};
 use datafusion::arrow::compute::kernels::numeric::add;
-use std::time::Instant;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
 
 use super::{findings_of, Control, ControlError, Finding, KeyFrom, Restricted};
 use crate::state::State;
 
+/// A control's query planned over this run's rows, ready to execute.
+pub(super) struct Prepared {
+    id: String,
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    /// State tables read only in part, through the due rows' keys.
+    pub read_in_part: usize,
+    /// Time spent looking rows up and planning.
+    pub setup: Duration,
+}
+
 impl Control {
+    /// Runs the query over `due` against `state` and returns its findings.
     pub(super) async fn run(
         &mut self,
         state: &State,
         due: Vec<RecordBatch>,
         late: bool,
     ) -> Result<Vec<Finding>, ControlError> {
+        let prepared = self.prepare(state, due).await?;
+        let batches = prepared.execute().await.map_err(|e| self.run_error(e))?;
+        self.findings_of(&batches, late)
+    }
+
+    /// Plans this run of the query over `due`; the plan holds its own
+    /// snapshot of the tables, which are reset before this returns.
+    pub(super) async fn prepare(&self, state: &State, due: Vec<RecordBatch>) -> Result<Prepared, ControlError> {
+        let started = Instant::now();
         let wait = DurationMillisecondArray::new_scalar(crate::duration::millis(self.meta.wait()));
         let mut with_due_at = Vec::with_capacity(due.len());
         for batch in due {
@@ -24,48 +52,58 @@ impl Control {
             columns.push(due_at);
             with_due_at.push(RecordBatch::try_new(self.due_schema.clone(), columns).map_err(|e| self.run_error(e))?);
         }
-        let t0 = Instant::now();
-        self.read_in_part = 0;
+        let mut read_in_part = 0;
         for r in &self.restricted {
             let rows = rows_of(state, r, &with_due_at);
-            self.read_in_part += usize::from(rows.is_some());
+            read_in_part += usize::from(rows.is_some());
             *r.only.write().unwrap_or_else(|p| p.into_inner()) = rows;
         }
         *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
-        let t1 = Instant::now();
-        let result = self.execute().await;
+        let looked_up = started.elapsed();
+        let planned = self.physical_plan().await;
         self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
         for r in &self.restricted {
             *r.only.write().unwrap_or_else(|p| p.into_inner()) = None;
         }
-        let batches = result.map_err(|e| self.run_error(e))?;
-        let t2 = Instant::now();
+        let plan = planned.map_err(|e| self.run_error(e))?;
+        let setup = started.elapsed();
+        tracing::trace!(control = %self.meta.id, lookup = ?looked_up, plan = ?(setup - looked_up), read_in_part, "prepared");
+        Ok(Prepared { id: self.meta.id.clone(), plan, task: self.ctx.task_ctx(), read_in_part, setup })
+    }
+
+    async fn physical_plan(&self) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let state = self.ctx.state();
+        match self.optimized {
+            true => state.query_planner().create_physical_plan(&self.plan, &state).await,
+            false => state.create_physical_plan(&self.plan).await,
+        }
+    }
+
+    /// The findings in a run's result: one per subject (a query may join its
+    /// way to the same subject twice; one fact, one finding).
+    pub(super) fn findings_of(&self, batches: &[RecordBatch], late: bool) -> Result<Vec<Finding>, ControlError> {
         let mut findings = Vec::new();
-        for batch in &batches {
+        for batch in batches {
             findings_of(batch, late, self.meta.evidence, &mut findings).map_err(|e| self.run_error(e))?;
         }
-        tracing::debug!(control = %self.meta.id, lookup = ?(t1 - t0), read_in_part = self.read_in_part, execute = ?(t2 - t1), findings = ?t2.elapsed(), "evaluated");
-        // A query may join its way to the same subject twice; one fact, one finding.
         let mut seen = std::collections::HashSet::new();
         findings.retain(|f| seen.insert(f.subject.clone()));
         Ok(findings)
     }
+}
 
-    /// Runs the planned query over what the tables hold now. With
-    /// `VIGIL_EXPLAIN=<control id>` the physical plan and its metrics are
-    /// printed to stderr after each run (profiling).
-    async fn execute(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
-        let state = self.ctx.state();
-        let plan = match self.optimized {
-            true => state.query_planner().create_physical_plan(&self.plan, &state).await?,
-            false => state.create_physical_plan(&self.plan).await?,
-        };
-        if std::env::var("VIGIL_EXPLAIN").ok().as_deref() != Some(self.meta.id.as_str()) {
-            return datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await;
+impl Prepared {
+    /// Runs the planned query. With `VIGIL_EXPLAIN=<control id>` the
+    /// physical plan and its metrics are printed to stderr after each run
+    /// (profiling).
+    pub(super) async fn execute(self) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let started = Instant::now();
+        let out = datafusion::physical_plan::collect(self.plan.clone(), self.task).await?;
+        tracing::debug!(control = %self.id, read_in_part = self.read_in_part, setup = ?self.setup, execute = ?started.elapsed(), "evaluated");
+        if std::env::var("VIGIL_EXPLAIN").ok().as_deref() == Some(self.id.as_str()) {
+            let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(self.plan.as_ref());
+            eprintln!("{} plan, with metrics:\n{}", self.id, shown.indent(true));
         }
-        let out = datafusion::physical_plan::collect(plan.clone(), self.ctx.task_ctx()).await?;
-        let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref());
-        eprintln!("{} plan, with metrics:\n{}", self.meta.id, shown.indent(true));
         Ok(out)
     }
 }
