@@ -5,8 +5,9 @@
 //! and the physical planning use the control's table slots, which are reset
 //! once the plan holds its snapshot. Each prepared query then runs as a task
 //! of its own, at most one per core at a time, the costliest (by its last
-//! evaluation) first so the slowest does not start last. The results come
-//! back in control order, as if the controls had run one after another.
+//! evaluation, else by its table scans) first so the slowest does not start
+//! last. The results come back in control order, as if the controls had run
+//! one after another.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,7 +46,10 @@ impl ControlSet {
                 }
             }
         }
-        jobs.sort_by_key(|j| std::cmp::Reverse(self.controls[j.control].last_cost));
+        jobs.sort_by_key(|j| {
+            let control = &self.controls[j.control];
+            std::cmp::Reverse((control.last_cost, control.scans))
+        });
         let slots = Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())));
         let mut running = Vec::with_capacity(jobs.len());
         for job in jobs {

@@ -94,8 +94,11 @@ pub struct Control {
     decided: Vec<RecordBatch>,
     /// State tables the query reads only through due keys.
     restricted: Vec<Restricted>,
-    /// How long the last evaluation took: the longest start first.
+    /// How long the last evaluation took: the costliest start first.
     last_cost: Duration,
+    /// Table scans in the plan (the `due` table's too): before a control's
+    /// first evaluation, the one with more scans starts first.
+    scans: usize,
 }
 
 /// A state table a control reads only where its keys match the due rows'

@@ -81,9 +81,10 @@ async fn plan_one(
         None => plan_err(e.to_string()),
     })?;
     check_output(plan.schema().as_arrow().fields(), meta.evidence).map_err(plan_err)?;
-    let mut reads = Vec::new();
+    let (mut reads, mut scans) = (Vec::new(), 0);
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
+            scans += 1;
             if let Some(topic) = Topic::from_name(scan.table_name.table()) {
                 if !reads.contains(&topic) {
                     reads.push(topic);
@@ -133,6 +134,7 @@ async fn plan_one(
         decided: Vec::new(),
         restricted,
         last_cost: Duration::ZERO,
+        scans,
     })
 }
 
