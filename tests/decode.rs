@@ -241,3 +241,42 @@ fn writer_schema_from_a_registry_is_resolved_to_the_canonical_one() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the schema is fetched once");
     assert_eq!(one(&d, &confluent_frame(78, &datum)), Err(DecodeError::UnknownSchemaId(78)));
 }
+
+/// A call large enough to be split over two threads decodes exactly as
+/// decoding its messages one at a time does: the same rows in the same order,
+/// the same rejects at the same coordinates, the same newest times.
+#[test]
+fn a_split_call_decodes_as_one_message_at_a_time() {
+    let catalog = Catalog::builtin().unwrap();
+    let (events, _) = generate(&GenConfig::new(12_000, 5, NOW));
+    let mut payloads: Vec<Vec<u8>> = events
+        .iter()
+        .filter(|e| e.topic == Topic::Ci)
+        .map(|e| to_avro(catalog.event(Topic::Ci), &e.fields).unwrap())
+        .collect();
+    assert!(payloads.len() >= 2 * vigil::decode::SPLIT_AT, "{} ci events", payloads.len());
+    // Bad payloads in both halves.
+    let n = payloads.len();
+    for at in [3, n / 2 - 1, n / 2 + 7, n - 2] {
+        let half = payloads[at].len() / 2;
+        payloads[at].truncate(half);
+    }
+    let raw: Vec<RawMessage> =
+        payloads.iter().enumerate().map(|(i, p)| RawMessage::new(Some(p), (i % 3) as i32, i as i64)).collect();
+    let d = decoder(Topic::Ci, Format::Avro);
+    let whole = d.decode(raw.iter().copied(), NOW);
+    let singles: Vec<_> = raw.iter().map(|m| d.decode([*m], NOW)).collect();
+    let rows: Vec<_> = singles.iter().filter_map(|s| s.batch.clone()).collect();
+    let expected = datafusion::arrow::compute::concat_batches(&rows[0].schema(), &rows).unwrap();
+    assert_eq!(whole.batch.unwrap(), expected);
+    let coordinates = |r: &vigil::decode::Reject| (r.partition, r.offset);
+    let rejects: Vec<_> = singles.iter().flat_map(|s| s.rejects.iter().map(coordinates)).collect();
+    assert_eq!(whole.rejects.iter().map(coordinates).collect::<Vec<_>>(), rejects);
+    assert_eq!(rejects.len(), 4);
+    let mut max_time = std::collections::BTreeMap::new();
+    for (p, t) in singles.iter().flat_map(|s| s.max_time.iter().copied()) {
+        let m = max_time.entry(p).or_insert(t);
+        *m = (*m).max(t);
+    }
+    assert_eq!(whole.max_time.into_iter().collect::<std::collections::BTreeMap<_, _>>(), max_time);
+}

@@ -184,6 +184,34 @@ pub struct Decoded {
     pub ignored: usize,
 }
 
+/// Messages a [`Decoder::decode`] call needs before it splits them over two
+/// threads: below this, starting a thread costs more than it saves.
+pub const SPLIT_AT: usize = 1024;
+
+/// Whether this process may run on more than one core (asked once).
+fn spare_core() -> bool {
+    static SPARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPARE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+impl Decoded {
+    /// Adds what a later run of messages decoded to this one's.
+    fn append(&mut self, later: Decoded) {
+        self.batch = match (self.batch.take(), later.batch) {
+            (Some(a), Some(b)) => Some(
+                datafusion::arrow::compute::concat_batches(&a.schema(), [&a, &b])
+                    .expect("batches a decoder built share its schema"),
+            ),
+            (a, b) => a.or(b),
+        };
+        self.rejects.extend(later.rejects);
+        for (partition, t) in later.max_time {
+            note_max(&mut self.max_time, partition, t);
+        }
+        self.ignored += later.ignored;
+    }
+}
+
 /// Limits on event time, relative to the wall clock at decode time.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBounds {
@@ -249,14 +277,31 @@ impl Decoder {
     }
 
     /// Decodes `messages` with `now_ms` as the wall clock for time bounds.
+    /// A call with [`SPLIT_AT`] messages or more decodes the second half on a
+    /// pool thread while this one decodes the first, when there is a core
+    /// to spare; the result is the same either way.
     pub fn decode<'a>(&self, messages: impl IntoIterator<Item = RawMessage<'a>>, now_ms: i64) -> Decoded {
+        let messages: Vec<RawMessage<'a>> = messages.into_iter().collect();
+        if messages.len() < SPLIT_AT || !spare_core() {
+            return self.decode_in_line(&messages, now_ms);
+        }
+        let (first, second) = messages.split_at(messages.len() / 2);
+        // Rayon's threads persist, and so do their allocator heaps: a thread
+        // started per call would fault fresh pages in every time.
+        let (mut out, rest) =
+            rayon::join(|| self.decode_in_line(first, now_ms), || self.decode_in_line(second, now_ms));
+        out.append(rest);
+        out
+    }
+
+    fn decode_in_line(&self, messages: &[RawMessage<'_>], now_ms: i64) -> Decoded {
         let mut builder = BatchBuilder::new(&self.schema);
         let mut rejects = Vec::new();
         let mut max_time: Vec<(i32, i64)> = Vec::new();
         let mut ignored = 0;
         let mut slots = Vec::new();
         let mut current = None;
-        for m in messages {
+        for &m in messages {
             if let Some((plan, datum)) = self.fast_plan(m.payload, &mut current) {
                 if plan.read(datum, &mut slots).is_some() {
                     let fast::Slot::Long(t) = slots[self.schema.time_index] else {
