@@ -255,9 +255,14 @@ impl ControlSet {
 
     /// Offers new rows of `topic` to the controls it triggers. Rows whose
     /// decision time the watermark has already passed are marked late.
+    /// Controls with the same filter text share its rows (one evaluation,
+    /// one copy).
     pub fn admit(&mut self, topic: Topic, batch: &RecordBatch, watermark: Option<i64>) -> Result<(), ControlError> {
+        let mut filtered: Vec<(&str, RecordBatch)> = Vec::new();
         for control in self.controls.iter_mut().filter(|c| c.meta.trigger == topic) {
+            let text = control.meta.filter.as_deref().unwrap_or_default();
             let rows = match &control.filter {
+                Some(_) if let Some((_, rows)) = filtered.iter().find(|(t, _)| *t == text) => rows.clone(),
                 Some(expr) => {
                     let mask = expr
                         .evaluate(batch)
@@ -267,7 +272,9 @@ impl ControlSet {
                         .as_any()
                         .downcast_ref::<BooleanArray>()
                         .ok_or_else(|| control.run_error("filter is not a boolean expression"))?;
-                    filter_record_batch(batch, mask).map_err(|e| control.run_error(e))?
+                    let rows = filter_record_batch(batch, mask).map_err(|e| control.run_error(e))?;
+                    filtered.push((text, rows.clone()));
+                    rows
                 }
                 None => batch.clone(),
             };
