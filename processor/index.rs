@@ -12,7 +12,7 @@
 //! and rebuilds. Hash collisions are resolved by comparing the values
 //! themselves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -155,20 +155,30 @@ impl Wanted {
         weight: impl Fn(u64) -> usize,
         budget: &mut usize,
     ) -> Option<Wanted> {
-        let mut wanted = Wanted::empty(reader);
+        // Hashes alone first, building no key: a lookup that wants too much
+        // of the table gives up here at the cost of a hash per row. The
+        // budget is spent once per distinct hash, as the index counts rows.
+        let mut seen: HashSet<u64, BuildHasherDefault<IdentityHasher>> = HashSet::default();
+        let mut hashes: Vec<Vec<Option<u64>>> = Vec::with_capacity(batches.len());
         for columns in batches {
             let rows = columns.first().map_or(0, |c| c.len());
+            let mut of_batch = Vec::with_capacity(rows);
             for row in 0..rows {
-                let Some(h) = reader.hash(columns, row) else { continue };
-                let values = wanted.values.entry(h).or_default();
-                if values.iter().any(|v| reader.equals(columns, row, v)) {
-                    continue;
+                let h = reader.hash(columns, row);
+                if let Some(h) = h.filter(|h| seen.insert(*h)) {
+                    *budget = budget.checked_sub(weight(h)).filter(|left| *left > 0)?;
                 }
-                if let Some(value) = reader.value(columns, row) {
-                    if values.is_empty() {
-                        *budget = budget.checked_sub(weight(h)).filter(|left| *left > 0)?;
-                    }
-                    values.push(value);
+                of_batch.push(h);
+            }
+            hashes.push(of_batch);
+        }
+        let mut wanted = Wanted::empty(reader);
+        for (columns, hashes) in batches.iter().zip(hashes) {
+            for (row, h) in hashes.into_iter().enumerate() {
+                let Some(h) = h else { continue };
+                let values = wanted.values.entry(h).or_default();
+                if !values.iter().any(|v| reader.equals(columns, row, v)) {
+                    values.extend(reader.value(columns, row));
                 }
             }
         }
