@@ -12,7 +12,7 @@
 //! and rebuilds. Hash collisions are resolved by comparing the values
 //! themselves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -158,25 +158,27 @@ impl Wanted {
         // Hashes alone first, building no key: a lookup that wants too much
         // of the table gives up here at the cost of a hash per row. The
         // budget is spent once per distinct hash, as the index counts rows.
-        let mut seen: HashSet<u64, BuildHasherDefault<IdentityHasher>> = HashSet::default();
+        let mut wanted = Wanted::empty(reader);
         let mut hashes: Vec<Vec<Option<u64>>> = Vec::with_capacity(batches.len());
         for columns in batches {
             let rows = columns.first().map_or(0, |c| c.len());
             let mut of_batch = Vec::with_capacity(rows);
             for row in 0..rows {
                 let h = reader.hash(columns, row);
-                if let Some(h) = h.filter(|h| seen.insert(*h)) {
-                    *budget = budget.checked_sub(weight(h)).filter(|left| *left > 0)?;
+                if let Some(h) = h {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = wanted.values.entry(h) {
+                        slot.insert(Vec::new());
+                        *budget = budget.checked_sub(weight(h)).filter(|left| *left > 0)?;
+                    }
                 }
                 of_batch.push(h);
             }
             hashes.push(of_batch);
         }
-        let mut wanted = Wanted::empty(reader);
+        // Then each distinct key's value, under the hash it was seen with.
         for (columns, hashes) in batches.iter().zip(hashes) {
             for (row, h) in hashes.into_iter().enumerate() {
-                let Some(h) = h else { continue };
-                let values = wanted.values.entry(h).or_default();
+                let Some(values) = h.and_then(|h| wanted.values.get_mut(&h)) else { continue };
                 if !values.iter().any(|v| reader.equals(columns, row, v)) {
                     values.extend(reader.value(columns, row));
                 }

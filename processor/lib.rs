@@ -64,3 +64,10 @@ pub mod testing;
 pub mod time;
 pub mod verify;
 pub mod violation;
+
+/// The cores this process may run on (asked once; 1 when unknown): how many
+/// control queries run side by side, and whether a decode call splits.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -50,7 +50,7 @@ impl ControlSet {
             let control = &self.controls[j.control];
             std::cmp::Reverse((control.last_cost, control.scans))
         });
-        let slots = Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())));
+        let slots = Arc::new(Semaphore::new(crate::cores()));
         let mut running = Vec::with_capacity(jobs.len());
         for job in jobs {
             let control = &self.controls[job.control];

@@ -188,12 +188,6 @@ pub struct Decoded {
 /// threads: below this, starting a thread costs more than it saves.
 pub const SPLIT_AT: usize = 1024;
 
-/// Whether this process may run on more than one core (asked once).
-fn spare_core() -> bool {
-    static SPARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SPARE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
 impl Decoded {
     /// Adds what a later run of messages decoded to this one's.
     fn append(&mut self, later: Decoded) {
@@ -282,7 +276,7 @@ impl Decoder {
     /// to spare; the result is the same either way.
     pub fn decode<'a>(&self, messages: impl IntoIterator<Item = RawMessage<'a>>, now_ms: i64) -> Decoded {
         let messages: Vec<RawMessage<'a>> = messages.into_iter().collect();
-        if messages.len() < SPLIT_AT || !spare_core() {
+        if messages.len() < SPLIT_AT || crate::cores() < 2 {
             return self.decode_in_line(&messages, now_ms);
         }
         let (first, second) = messages.split_at(messages.len() / 2);
