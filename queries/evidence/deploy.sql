@@ -82,8 +82,9 @@ SELECT
     merge.pull_request AS "subject:SOD-01",
     d.change_id AS "subject:CM-03"
 FROM d
-LEFT JOIN merge ON merge.deploy_id = d.deploy_id
-LEFT JOIN reviews ON reviews.deploy_id = d.deploy_id
-LEFT JOIN runs ON runs.deploy_id = d.deploy_id
 LEFT JOIN approval ON approval.deploy_id = d.deploy_id
 LEFT JOIN grants ON grants.deploy_id = d.deploy_id
+LEFT JOIN merge ON merge.deploy_id = d.deploy_id
+-- The lists last: each join copies every column joined before it.
+LEFT JOIN reviews ON reviews.deploy_id = d.deploy_id
+LEFT JOIN runs ON runs.deploy_id = d.deploy_id
