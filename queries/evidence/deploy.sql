@@ -25,11 +25,13 @@ merge AS (
         ON m.kind = 'pr_merged' AND m.commit_sha = d.commit_sha AND m.event_time <= d.event_time
     GROUP BY d.deploy_id
 ),
-reviews AS (
-    SELECT merge.deploy_id, array_agg(DISTINCT concat(r.actor, ' ', r.review_state)) AS reviewers
+review AS (
+    SELECT DISTINCT merge.deploy_id, concat(r.actor, ' ', r.review_state) AS reviewer
     FROM merge JOIN ci r
         ON r.kind = 'pr_review' AND r.repo = merge.repo AND r.pr_number = merge.pr_number
-    GROUP BY merge.deploy_id
+),
+reviews AS (
+    SELECT deploy_id, array_agg(reviewer) AS reviewers FROM review GROUP BY deploy_id
 ),
 run AS (
     SELECT DISTINCT d.deploy_id,
