@@ -148,3 +148,54 @@ async fn an_undecided_trigger_holds_back_its_partitions_commit() {
     controls.evaluate(&state, t + 25 * 3_600_000).await.unwrap();
     assert!(controls.low_water_offsets().is_empty());
 }
+
+/// A control's physical plan is kept and rebound for later runs over tables
+/// of the same sizes: each run must still read that run's rows, and a part
+/// the planner answered from statistics (a whole table's `count(*)`) must
+/// not be kept at all.
+#[tokio::test]
+async fn a_kept_plan_reads_each_runs_rows() {
+    use std::sync::Arc;
+    use vigil::controls::ControlSource;
+    use vigil::decode::{Decoder, Format, RawMessage, SchemaResolver, TimeBounds};
+    use vigil::schema::Topic;
+    use vigil::state::State;
+    let catalog = Catalog::builtin().unwrap();
+    let mut state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+    let header = "-- title: t\n-- severity: low\n-- trigger: deploy\n-- grace: 1m\n-- lookback: 1d\n";
+    let builds = "SELECT d.deploy_id AS subject, d.service, d.event_time,
+            concat('builds ', CAST(count(c.event_id) AS VARCHAR)) AS message
+        FROM due d LEFT JOIN ci c ON c.commit_sha = d.commit_sha AND c.kind = 'build'
+        GROUP BY d.deploy_id, d.service, d.event_time";
+    let total = "SELECT d.deploy_id AS subject, d.service, d.event_time,
+            concat('ci ', CAST((SELECT count(*) FROM ci) AS VARCHAR)) AS message FROM due d";
+    let sources = [("X-01", builds), ("X-02", total)]
+        .map(|(id, sql)| ControlSource { file: id.into(), sql: format!("-- id: {id}\n{header}{sql}") });
+    let mut controls = ControlSet::plan(&sources, &catalog, &state, &Default::default()).await.unwrap();
+    let resolver = Arc::new(SchemaResolver::new(None, None).unwrap());
+    let decoder =
+        |t: Topic| Decoder::new(catalog.event(t).clone(), resolver.clone(), Format::Json, TimeBounds::default());
+    let t = vigil::testing::T_MS;
+    for run in 0..4i64 {
+        let at = t + run * 3_600_000;
+        let ci = format!(
+            r#"{{"event_id":"b{run}","event_time":{at},"kind":"build","repo":"r","service":"s","commit_sha":"c"}}"#
+        );
+        state.append(
+            Topic::Ci,
+            decoder(Topic::Ci).decode([RawMessage::new(Some(ci.as_bytes()), 0, run)], at).batch.unwrap(),
+        );
+        let deploy = format!(
+            r#"{{"event_id":"e{run}","event_time":{at},"deploy_id":"d{run}","service":"s","environment":"production",
+                "commit_sha":"c","actor":"svc","automated":true,"status":"succeeded"}}"#
+        );
+        let batch =
+            decoder(Topic::Deploy).decode([RawMessage::new(Some(deploy.as_bytes()), 0, run)], at).batch.unwrap();
+        controls.admit(Topic::Deploy, &batch, None).unwrap();
+        let evaluations = controls.evaluate(&state, at + 120_000).await.unwrap();
+        let messages: Vec<&str> =
+            evaluations.iter().flat_map(|e| e.findings.iter().map(|f| f.message.as_str())).collect();
+        let n = run + 1;
+        assert_eq!(messages, [format!("builds {n}"), format!("ci {n}")], "run {run}");
+    }
+}

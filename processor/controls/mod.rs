@@ -23,6 +23,7 @@ mod keys;
 mod meta;
 mod output;
 mod plan;
+mod reuse;
 pub mod row;
 mod run;
 mod source;
@@ -99,6 +100,10 @@ pub struct Control {
     /// Table scans in the plan (the `due` table's too): before a control's
     /// first evaluation, the one with more scans starts first.
     scans: usize,
+    /// The tables the query reads: `due` and those in `reads`.
+    tables: Vec<Arc<table::LiveTable>>,
+    /// Physical plans kept for reuse (see `reuse`).
+    plans: reuse::PlanCache,
 }
 
 /// A state table a control reads only where its keys match the due rows'

@@ -12,6 +12,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
 use super::output::check_output;
+use super::reuse::PlanCache;
 use super::table::{self, LiveTable};
 use super::{keys, meta, Control, ControlError, ControlSource, KeyFrom, Restricted, ScanKey, DUE_AT};
 use crate::identity::Identities;
@@ -59,23 +60,28 @@ async fn plan_one(
     let plan_err = |message: String| ControlError::Plan { file: file.clone(), message };
     let mut config = SessionConfig::new().with_target_partitions(1);
     config.options_mut().sql_parser.collect_spans = true;
+    // Plans are reused (`reuse`): no operator may hand a filter it updates
+    // at run time to another (none of the memory scans would take one).
+    config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
     let ctx = SessionContext::new_with_config(config);
     ctx.register_udf(identities.udf());
     // Each state table gets its restriction slot now: the plan keeps the
     // providers it is planned with.
     let slots: [table::Only; 4] = Default::default();
-    for topic in Topic::ALL {
+    let tables = Topic::ALL.map(|topic| {
         let schema = catalog.event(topic).arrow.clone();
-        let table = LiveTable::restricted(schema, state.table(topic), slots[topic.index()].clone());
-        ctx.register_table(topic.name(), Arc::new(table)).map_err(|e| plan_err(e.to_string()))?;
+        Arc::new(LiveTable::restricted(schema, state.table(topic), slots[topic.index()].clone()))
+    });
+    for topic in Topic::ALL {
+        ctx.register_table(topic.name(), tables[topic.index()].clone()).map_err(|e| plan_err(e.to_string()))?;
     }
     let trigger = catalog.event(meta.trigger);
     let due: SharedBatches = Arc::new(RwLock::new(Vec::new()));
     let mut due_fields: Vec<Field> = trigger.arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
     due_fields.push(Field::new(DUE_AT, DataType::Timestamp(TimeUnit::Millisecond, None), false));
     let due_schema = Arc::new(Schema::new(due_fields));
-    ctx.register_table("due", Arc::new(LiveTable::new(due_schema.clone(), due.clone())))
-        .map_err(|e| plan_err(e.to_string()))?;
+    let due_table = Arc::new(LiveTable::new(due_schema.clone(), due.clone()));
+    ctx.register_table("due", due_table.clone()).map_err(|e| plan_err(e.to_string()))?;
     let plan = ctx.state().create_logical_plan(&source.sql).await.map_err(|e| match sql_line(&e) {
         Some(line) => ControlError::Sql { file: file.clone(), line, message: e.to_string() },
         None => plan_err(e.to_string()),
@@ -116,7 +122,9 @@ async fn plan_one(
     // (the optimizer fixes `now()` to the time it runs).
     let lower = source.sql.to_lowercase();
     let reads_clock = ["now(", "current_", "today("].iter().any(|f| lower.contains(f));
+    let planned_scans = table_scans(&optimized).map_err(|e| plan_err(e.to_string()))?;
     let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
+    let read_tables = std::iter::once(due_table).chain(reads.iter().map(|t| tables[t.index()].clone())).collect();
     Ok(Control {
         meta,
         version,
@@ -135,7 +143,19 @@ async fn plan_one(
         restricted,
         last_cost: Duration::ZERO,
         scans,
+        tables: read_tables,
+        plans: PlanCache::new(planned_scans),
     })
+}
+
+/// The table scans in `plan`, its subqueries' too.
+fn table_scans(plan: &LogicalPlan) -> datafusion::error::Result<usize> {
+    let mut scans = 0;
+    plan.apply_with_subqueries(|node| {
+        scans += usize::from(matches!(node, LogicalPlan::TableScan(_)));
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(scans)
 }
 
 /// A scan's key in positions: its parts sorted by column (so scans keyed

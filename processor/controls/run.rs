@@ -1,9 +1,10 @@
 //! One run of a control, in two halves. [`Control::prepare`] sets the due
 //! rows (with their decision time) and the restricted reads up, plans the
-//! query physically — the plan takes its snapshot of every table then — and
-//! resets the tables; [`Prepared::execute`] runs that plan, on any thread,
-//! while the next control is prepared. [`Control::findings_of`] turns the
-//! result into findings.
+//! query physically — the plan takes its snapshot of every table then, or a
+//! plan kept from a run over tables of the same sizes is rebound to it (see
+//! `reuse`) — and resets the tables; [`Prepared::execute`] runs that plan,
+//! on any thread, while the next control is prepared.
+//! [`Control::findings_of`] turns the result into findings.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use datafusion::arrow::compute::kernels::numeric::add;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::reuse::Snapshots;
 use super::{findings_of, Control, ControlError, Finding, KeyFrom, Restricted};
 use crate::state::State;
 
@@ -60,7 +62,7 @@ impl Control {
         }
         *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
         let looked_up = started.elapsed();
-        let planned = self.physical_plan().await;
+        let planned = self.physical_plan(&Snapshots::take(&self.tables)).await;
         self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
         for r in &self.restricted {
             *r.only.write().unwrap_or_else(|p| p.into_inner()) = None;
@@ -71,12 +73,19 @@ impl Control {
         Ok(Prepared { id: self.meta.id.clone(), plan, task: self.ctx.task_ctx(), read_in_part, setup })
     }
 
-    async fn physical_plan(&self) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    /// The query planned over this run's `tables`: a kept plan rebound to
+    /// them when there is one for their sizes (see `reuse`).
+    async fn physical_plan(&self, tables: &Snapshots) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let state = self.ctx.state();
-        match self.optimized {
-            true => state.query_planner().create_physical_plan(&self.plan, &state).await,
-            false => state.create_physical_plan(&self.plan).await,
+        if !self.optimized {
+            return state.create_physical_plan(&self.plan).await;
         }
+        if let Some(plan) = self.plans.bind(tables)? {
+            return Ok(plan);
+        }
+        let plan = state.query_planner().create_physical_plan(&self.plan, &state).await?;
+        self.plans.keep(tables, &plan)?;
+        Ok(plan)
     }
 
     /// The findings in a run's result: one per subject (a query may join its

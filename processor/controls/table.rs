@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -24,7 +25,7 @@ pub(super) struct LiveTable {
 }
 
 /// The rows one run of a control reads from a table, when restricted.
-pub(super) type Only = Arc<std::sync::RwLock<Option<Vec<datafusion::arrow::record_batch::RecordBatch>>>>;
+pub(super) type Only = Arc<std::sync::RwLock<Option<Vec<RecordBatch>>>>;
 
 impl LiveTable {
     pub(super) fn new(schema: SchemaRef, batches: SharedBatches) -> LiveTable {
@@ -33,6 +34,17 @@ impl LiveTable {
 
     pub(super) fn restricted(schema: SchemaRef, batches: SharedBatches, only: Only) -> LiveTable {
         LiveTable { schema, batches, only: Some(only) }
+    }
+
+    /// The rows a scan reads now: the run's restricted rows if set, else
+    /// the whole table.
+    pub(super) fn snapshot(&self) -> Vec<RecordBatch> {
+        let only = self.only.as_ref().and_then(|o| o.read().unwrap_or_else(|p| p.into_inner()).clone());
+        only.unwrap_or_else(|| self.batches.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    pub(super) fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
     }
 }
 
@@ -53,11 +65,6 @@ impl TableProvider for LiveTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let only = self.only.as_ref().and_then(|o| o.read().unwrap_or_else(|p| p.into_inner()).clone());
-        let snapshot = match only {
-            Some(rows) => rows,
-            None => self.batches.read().unwrap_or_else(|p| p.into_inner()).clone(),
-        };
-        Ok(MemorySourceConfig::try_new_exec(&[snapshot], self.schema.clone(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(&[self.snapshot()], self.schema.clone(), projection.cloned())?)
     }
 }
