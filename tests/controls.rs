@@ -199,3 +199,59 @@ async fn a_kept_plan_reads_each_runs_rows() {
         assert_eq!(messages, [format!("builds {n}"), format!("ci {n}")], "run {run}");
     }
 }
+
+/// Controls with different due rows never share a lookup, though they look
+/// the same table up by the same key in one evaluation (lookups are shared
+/// only between identical key values).
+#[tokio::test]
+async fn a_lookup_is_shared_only_by_the_same_due_keys() {
+    use std::sync::Arc;
+    use vigil::controls::ControlSource;
+    use vigil::decode::{Decoder, Format, RawMessage, SchemaResolver, TimeBounds};
+    use vigil::schema::Topic;
+    let catalog = Catalog::builtin().unwrap();
+    let header = "-- title: t\n-- severity: low\n-- trigger: deploy\n-- grace: 1m\n-- lookback: 1d\n";
+    let sql = "SELECT d.deploy_id AS subject, d.service, d.event_time,
+            concat('builds ', CAST(count(c.event_id) AS VARCHAR)) AS message
+        FROM due d LEFT JOIN ci c ON c.commit_sha = d.commit_sha
+        GROUP BY d.deploy_id, d.service, d.event_time";
+    // Three controls: two see the succeeded deploy, one the failed one.
+    let sources = [("X-01", "succeeded"), ("X-02", "failed"), ("X-03", "succeeded")].map(|(id, status)| {
+        ControlSource { file: id.into(), sql: format!("-- id: {id}\n-- filter: status = '{status}'\n{header}{sql}") }
+    });
+    let (mut state, mut controls) = vigil::engine::plan(&catalog, &sources, &Default::default()).await.unwrap();
+    let resolver = Arc::new(SchemaResolver::new(None, None).unwrap());
+    let decoder =
+        |t: Topic| Decoder::new(catalog.event(t).clone(), resolver.clone(), Format::Json, TimeBounds::default());
+    let t = vigil::testing::T_MS;
+    // A hundred commits with one build each, and a second build of c2: the
+    // deploys want a few of a hundred, so ci is looked up by key.
+    let builds: Vec<String> = (0..100)
+        .chain([2])
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                r#"{{"event_id":"b{i}","event_time":{t},"kind":"build","repo":"r","service":"s","commit_sha":"c{c}"}}"#
+            )
+        })
+        .collect();
+    let messages = builds.iter().enumerate().map(|(i, b)| RawMessage::new(Some(b.as_bytes()), 0, i as i64));
+    state.append(Topic::Ci, decoder(Topic::Ci).decode(messages, t).batch.unwrap());
+    let deploys: Vec<String> = [("d1", "c1", "succeeded"), ("d2", "c2", "failed")]
+        .map(|(id, commit, status)| {
+            format!(
+                r#"{{"event_id":"e{id}","event_time":{t},"deploy_id":"{id}","service":"s","environment":"production",
+                    "commit_sha":"{commit}","actor":"svc","automated":true,"status":"{status}"}}"#
+            )
+        })
+        .to_vec();
+    let messages = deploys.iter().enumerate().map(|(i, d)| RawMessage::new(Some(d.as_bytes()), 0, i as i64));
+    controls.admit(Topic::Deploy, &decoder(Topic::Deploy).decode(messages, t).batch.unwrap(), None).unwrap();
+    let evaluations = controls.evaluate(&state, t + 120_000).await.unwrap();
+    let found: Vec<(usize, &str, &str)> = evaluations
+        .iter()
+        .flat_map(|e| e.findings.iter().map(move |f| (e.control, f.subject.as_str(), f.message.as_str())))
+        .collect();
+    assert_eq!(found, [(0, "d1", "builds 1"), (1, "d2", "builds 2"), (2, "d1", "builds 1")]);
+    assert!(evaluations.iter().all(|e| e.read_in_part == 1), "ci must be read by key");
+}

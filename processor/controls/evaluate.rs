@@ -3,7 +3,9 @@
 //!
 //! Controls are prepared one after another on the calling task: the lookups
 //! and the physical planning use the control's table slots, which are reset
-//! once the plan holds its snapshot. Each prepared query then runs as a task
+//! once the plan holds its snapshot. A lookup identical to one made earlier
+//! in the same evaluation (same table, key and key values: controls sharing
+//! a filter) takes that one's rows. Each prepared query then runs as a task
 //! of its own, at most one per core at a time, the costliest (by its last
 //! evaluation, else by its table scans) first so the slowest does not start
 //! last. The results come back in control order, as if the controls had run
@@ -15,6 +17,7 @@ use std::time::Instant;
 use datafusion::arrow::array::RecordBatch;
 use tokio::sync::Semaphore;
 
+use super::run::Lookups;
 use super::{ControlError, ControlSet, Evaluation};
 use crate::state::State;
 
@@ -52,10 +55,11 @@ impl ControlSet {
         });
         let slots = Arc::new(Semaphore::new(crate::cores()));
         let mut running = Vec::with_capacity(jobs.len());
+        let mut lookups = Lookups::default();
         for job in jobs {
             let control = &self.controls[job.control];
             let due_rows: usize = job.due.iter().map(RecordBatch::num_rows).sum();
-            let prepared = control.prepare(state, job.due).await?;
+            let prepared = control.prepare(state, job.due, &mut lookups).await?;
             let (setup, read_in_part) = (prepared.setup, prepared.read_in_part);
             let slot = slots.clone().acquire_owned().await.map_err(|e| control.run_error(e))?;
             let handle = tokio::spawn(async move {

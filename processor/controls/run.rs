@@ -16,6 +16,8 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::reuse::Snapshots;
 use super::{findings_of, Control, ControlError, Finding, KeyFrom, Restricted};
+use crate::index::KeySpec;
+use crate::schema::Topic;
 use crate::state::State;
 
 /// A control's query planned over this run's rows, ready to execute.
@@ -37,14 +39,19 @@ impl Control {
         due: Vec<RecordBatch>,
         late: bool,
     ) -> Result<Vec<Finding>, ControlError> {
-        let prepared = self.prepare(state, due).await?;
+        let prepared = self.prepare(state, due, &mut Lookups::default()).await?;
         let batches = prepared.execute().await.map_err(|e| self.run_error(e))?;
         self.findings_of(&batches, late)
     }
 
     /// Plans this run of the query over `due`; the plan holds its own
     /// snapshot of the tables, which are reset before this returns.
-    pub(super) async fn prepare(&self, state: &State, due: Vec<RecordBatch>) -> Result<Prepared, ControlError> {
+    pub(super) async fn prepare(
+        &self,
+        state: &State,
+        due: Vec<RecordBatch>,
+        lookups: &mut Lookups,
+    ) -> Result<Prepared, ControlError> {
         let started = Instant::now();
         let wait = DurationMillisecondArray::new_scalar(crate::duration::millis(self.meta.wait()));
         let mut with_due_at = Vec::with_capacity(due.len());
@@ -56,7 +63,7 @@ impl Control {
         }
         let mut read_in_part = 0;
         for r in &self.restricted {
-            let rows = rows_of(state, r, &with_due_at);
+            let rows = rows_of(lookups, state, r, &with_due_at);
             read_in_part += usize::from(rows.is_some());
             *r.only.write().unwrap_or_else(|p| p.into_inner()) = rows;
         }
@@ -117,9 +124,54 @@ impl Prepared {
     }
 }
 
+/// The lookups made in one evaluation, with their results: controls that
+/// share a filter have the same due rows, and several look the same table
+/// up by the same key (SEC-01, TST-01 and INT-01 read ci by the deploys'
+/// commits).
+#[derive(Default)]
+pub(super) struct Lookups {
+    made: Vec<Lookup>,
+}
+
+/// One lookup: its table, keys and key values, and the rows it found.
+type Lookup = (Topic, Vec<KeySpec>, Vec<Vec<Vec<ArrayRef>>>, Option<Vec<RecordBatch>>);
+
+impl Lookups {
+    /// [`State::lookup`], answered from an earlier identical lookup if
+    /// there was one.
+    fn lookup(
+        &mut self,
+        state: &State,
+        topic: Topic,
+        scans: &[(&KeySpec, Vec<Vec<&ArrayRef>>)],
+    ) -> Option<Vec<RecordBatch>> {
+        let same = |(t, keys, values, _): &&Lookup| {
+            *t == topic
+                && keys.len() == scans.len()
+                && keys.iter().zip(values).zip(scans).all(|((k, v), (key, wanted))| k == *key && equal(v, wanted))
+        };
+        if let Some((.., rows)) = self.made.iter().find(same) {
+            return rows.clone();
+        }
+        let rows = state.lookup(topic, scans);
+        let keys = scans.iter().map(|(key, _)| (*key).clone()).collect();
+        let values = scans.iter().map(|(_, v)| v.iter().map(|c| c.iter().map(|a| (*a).clone()).collect()).collect());
+        self.made.push((topic, keys, values.collect(), rows.clone()));
+        rows
+    }
+}
+
+/// The same key values, batch by batch.
+fn equal(kept: &[Vec<ArrayRef>], wanted: &[Vec<&ArrayRef>]) -> bool {
+    kept.len() == wanted.len()
+        && kept.iter().zip(wanted).all(|(a, b)| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x.to_data() == y.to_data())
+        })
+}
+
 /// The rows of a restricted table that this run's due rows can use (`None`:
 /// all of them).
-fn rows_of(state: &State, r: &Restricted, due: &[RecordBatch]) -> Option<Vec<RecordBatch>> {
+fn rows_of(lookups: &mut Lookups, state: &State, r: &Restricted, due: &[RecordBatch]) -> Option<Vec<RecordBatch>> {
     let columns_of = |batches: &'_ [RecordBatch], columns: &[usize]| -> Vec<Vec<ArrayRef>> {
         batches.iter().map(|b| columns.iter().map(|c| b.column(*c).clone()).collect()).collect()
     };
@@ -131,13 +183,13 @@ fn rows_of(state: &State, r: &Restricted, due: &[RecordBatch]) -> Option<Vec<Rec
             KeyFrom::Due(columns) => columns_of(due, columns),
             KeyFrom::Rows { topic, via, due: via_due, columns } => {
                 let wanted = columns_of(due, via_due);
-                let rows = state.lookup(*topic, &[(via, borrowed(&wanted))])?;
+                let rows = lookups.lookup(state, *topic, &[(via, borrowed(&wanted))])?;
                 columns_of(&rows, columns)
             }
         });
     }
     let scans: Vec<_> = r.scans.iter().zip(&values).map(|(scan, v)| (&scan.key, borrowed(v))).collect();
-    state.lookup(r.topic, &scans)
+    lookups.lookup(state, r.topic, &scans)
 }
 
 fn borrowed(batches: &[Vec<ArrayRef>]) -> Vec<Vec<&ArrayRef>> {
