@@ -69,7 +69,7 @@ impl Control {
         }
         *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
         let looked_up = started.elapsed();
-        let planned = self.physical_plan(&Snapshots::take(&self.tables)).await;
+        let planned = self.physical_plan().await;
         self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
         for r in &self.restricted {
             *r.only.write().unwrap_or_else(|p| p.into_inner()) = None;
@@ -80,18 +80,19 @@ impl Control {
         Ok(Prepared { id: self.meta.id.clone(), plan, task: self.ctx.task_ctx(), read_in_part, setup })
     }
 
-    /// The query planned over this run's `tables`: a kept plan rebound to
+    /// The query planned over this run's tables: a kept plan rebound to
     /// them when there is one for their sizes (see `reuse`).
-    async fn physical_plan(&self, tables: &Snapshots) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    async fn physical_plan(&self) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let state = self.ctx.state();
         if !self.optimized {
             return state.create_physical_plan(&self.plan).await;
         }
-        if let Some(plan) = self.plans.bind(tables)? {
+        let tables = Snapshots::take(&self.tables);
+        if let Some(plan) = self.plans.bind(&tables)? {
             return Ok(plan);
         }
         let plan = state.query_planner().create_physical_plan(&self.plan, &state).await?;
-        self.plans.keep(tables, &plan)?;
+        self.plans.keep(&tables, &plan)?;
         Ok(plan)
     }
 

@@ -11,11 +11,16 @@ use apache_avro::Schema as AvroSchema;
 use super::{Cell, DecodeError};
 use crate::schema::{fingerprint, EventSchema, FieldKind, IDS_TOML};
 
+/// The Confluent wire format's header: magic byte 0, then the schema id.
+pub fn confluent_header(schema_id: u32) -> [u8; 5] {
+    let [a, b, c, d] = schema_id.to_be_bytes();
+    [0, a, b, c, d]
+}
+
 /// Frames an Avro datum in the Confluent wire format.
 pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(datum.len() + 5);
-    out.push(0);
-    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(&confluent_header(schema_id));
     out.extend_from_slice(datum);
     out
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-pub use avro::{confluent_frame, SchemaResolver};
+pub use avro::{confluent_frame, confluent_header, SchemaResolver};
 
 use crate::native::{NativeConfig, NativeFormat, Payload};
 use crate::schema::EventSchema;

@@ -5,7 +5,7 @@ use apache_avro::Schema as AvroSchema;
 use serde_json::{Map, Value as Json};
 
 use super::Event;
-use crate::decode::format_ms;
+use crate::decode::{confluent_header, format_ms};
 use crate::embedded::Record;
 use crate::schema::{Catalog, EventSchema, FieldKind, Topic};
 
@@ -68,8 +68,7 @@ pub fn to_json(schema: &EventSchema, fields: &Map<String, Json>) -> Vec<u8> {
 pub fn to_avro(schema: &EventSchema, fields: &Map<String, Json>) -> Result<Vec<u8>, String> {
     let AvroSchema::Record(record) = &schema.avro else { return Err("not a record schema".into()) };
     let mut out = Vec::with_capacity(256);
-    out.push(0);
-    out.extend_from_slice(&schema_id(schema.topic).to_be_bytes());
+    out.extend_from_slice(&confluent_header(schema_id(schema.topic)));
     for (spec, field) in schema.fields.iter().zip(&record.fields) {
         let json = fields.get(&spec.name).unwrap_or(&Json::Null);
         if let AvroSchema::Union(u) = &field.schema {
