@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::controls::{Amendment, ControlSet, ControlSource, Evaluation};
-use crate::decode::{Decoder, Format, RawMessage, Reject, SchemaResolver};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::controls::{append_on_time, Amendment, ControlSet, ControlSource, Evaluation};
+use crate::decode::{Decoded, Decoder, Format, RawMessage, Reject, SchemaResolver};
 use crate::schema::{Catalog, Topic};
 use crate::state::State;
 
@@ -130,22 +132,88 @@ impl Engine {
         let started = Instant::now();
         let decoded = decoder.decode(messages, now_ms);
         self.stages.decode += started.elapsed();
-        let mut out = Ingested { ignored: decoded.ignored, rejects: decoded.rejects, ..Ingested::default() };
-        for (_, t) in decoded.max_time {
-            let max = &mut self.max_event[topic.index()];
-            *max = Some(max.map_or(t, |m| m.max(t)));
-            out.max_time = Some(out.max_time.map_or(t, |m: i64| m.max(t)));
-        }
-        if let Some(batch) = decoded.batch {
-            out.rows = batch.num_rows();
+        self.store(topic, decoded).await
+    }
+
+    /// Takes in what one topic's messages decoded to.
+    async fn store(&mut self, topic: Topic, decoded: Decoded) -> anyhow::Result<Ingested> {
+        let started = Instant::now();
+        let time_index = self.catalog.event(topic).time_index;
+        let stored = Self::take_in(&mut self.controls, &mut self.state, topic, decoded, time_index, self.watermark);
+        self.stages.store += started.elapsed();
+        self.finish_store(topic, stored?).await
+    }
+
+    /// What follows [`Engine::take_in`]: amendments for late rows, the
+    /// topic's newest event time.
+    async fn finish_store(
+        &mut self,
+        topic: Topic,
+        stored: (Ingested, Option<RecordBatch>),
+    ) -> anyhow::Result<Ingested> {
+        let (mut ingested, late) = stored;
+        if let Some(batch) = late {
             let started = Instant::now();
-            self.controls.admit(topic, &batch, self.watermark)?;
             let time_index = self.catalog.event(topic).time_index;
-            out.amendments =
+            ingested.amendments =
                 self.controls.append_amending(&mut self.state, topic, batch, time_index, self.watermark).await?;
             self.stages.store += started.elapsed();
         }
+        if let Some(t) = ingested.max_time {
+            let max = &mut self.max_event[topic.index()];
+            *max = Some(max.map_or(t, |m| m.max(t)));
+        }
+        Ok(ingested)
+    }
+
+    /// [`Engine::ingest`] of several topics' messages in order, each
+    /// topic's messages decoded on the pool while the topic before it is
+    /// stored: decoding and storing are the two halves of ingest, and each
+    /// alone keeps only one core busy.
+    pub async fn ingest_all<'a>(
+        &mut self,
+        parts: &[(Topic, Vec<RawMessage<'a>>)],
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<Ingested>> {
+        let mut out = Vec::with_capacity(parts.len());
+        let started = Instant::now();
+        let mut ahead = parts.first().map(|(t, m)| self.decoders[t.index()].decode(m.iter().copied(), now_ms));
+        self.stages.decode += started.elapsed();
+        for (i, (topic, _)) in parts.iter().enumerate() {
+            let decoded = ahead.take().expect("each part is decoded before it is stored");
+            let decoders = &self.decoders;
+            let next = parts.get(i + 1);
+            let (controls, state, watermark) = (&mut self.controls, &mut self.state, self.watermark);
+            let time_index = self.catalog.event(*topic).time_index;
+            let ((next, decode_time), (stored, store_time)) = rayon::join(
+                || timed(|| next.map(|(t, m)| decoders[t.index()].decode(m.iter().copied(), now_ms))),
+                || timed(|| Self::take_in(controls, state, *topic, decoded, time_index, watermark)),
+            );
+            self.stages.decode += decode_time;
+            self.stages.store += store_time;
+            ahead = next;
+            out.push(self.finish_store(*topic, stored?).await?);
+        }
         Ok(out)
+    }
+
+    /// The part of ingest that needs no waiting: triggers admitted, and the
+    /// rows appended to state unless some are late (then the batch is
+    /// returned, for `append_amending`).
+    fn take_in(
+        controls: &mut ControlSet,
+        state: &mut State,
+        topic: Topic,
+        decoded: Decoded,
+        time_index: usize,
+        watermark: Option<i64>,
+    ) -> anyhow::Result<(Ingested, Option<RecordBatch>)> {
+        let mut out = Ingested { ignored: decoded.ignored, rejects: decoded.rejects, ..Ingested::default() };
+        out.max_time = decoded.max_time.iter().map(|(_, t)| *t).max();
+        let Some(batch) = decoded.batch else { return Ok((out, None)) };
+        out.rows = batch.num_rows();
+        controls.admit(topic, &batch, watermark)?;
+        Ok((out, append_on_time(state, topic, batch, time_index, watermark)))
     }
 
     /// Decodes payloads of any topics straight into state, deciding nothing:
@@ -210,6 +278,12 @@ impl Engine {
             Topic::ALL.map(|t| watermark.saturating_sub(crate::duration::millis(self.controls.retention(t))));
         self.state.evict(horizons);
     }
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let out = f();
+    (out, started.elapsed())
 }
 
 /// The messages of `topic` in a chunk of payloads of any topics, at offsets

@@ -37,9 +37,8 @@ pub fn encode(catalog: &Catalog, events: &[Event]) -> anyhow::Result<Vec<(Topic,
 
 /// Feeds one chunk of payloads (any topics) to the engine, topic by topic.
 pub async fn feed(engine: &mut Engine, chunk: &[(Topic, Vec<u8>)], first_offset: i64, now: i64) -> anyhow::Result<()> {
-    for topic in Topic::ALL {
-        engine.ingest(topic, messages_of(chunk, topic, first_offset), now).await?;
-    }
+    let parts: Vec<_> = Topic::ALL.map(|t| (t, messages_of(chunk, t, first_offset).collect())).into();
+    engine.ingest_all(&parts, now).await?;
     Ok(())
 }
 

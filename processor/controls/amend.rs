@@ -135,6 +135,23 @@ fn max_time(batch: &RecordBatch, time_index: usize) -> Option<i64> {
 }
 
 /// The event-time range of the rows at or behind the watermark, if any.
+/// Appends `batch` to `state` unless a row of it is at or behind
+/// `watermark`; such a batch is given back, for
+/// [`ControlSet::append_amending`]. This half of storing needs no waiting.
+pub fn append_on_time(
+    state: &mut State,
+    topic: Topic,
+    batch: RecordBatch,
+    time_index: usize,
+    watermark: Option<i64>,
+) -> Option<RecordBatch> {
+    if watermark.is_some_and(|w| late_range(&batch, time_index, w).is_some()) {
+        return Some(batch);
+    }
+    state.append(topic, batch);
+    None
+}
+
 fn late_range(batch: &RecordBatch, time_index: usize, watermark: i64) -> Option<(i64, i64)> {
     let late = times(batch, time_index)?.iter().flatten().filter(|t| *t <= watermark);
     late.fold(None, |acc, t| Some(acc.map_or((t, t), |(lo, hi): (i64, i64)| (lo.min(t), hi.max(t)))))

@@ -41,7 +41,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
-pub use amend::Amendment;
+pub use amend::{append_on_time, Amendment};
 pub use docs::reference;
 pub use meta::{parse as parse_meta, ControlMeta, Severity};
 pub use source::{builtin_evidence, builtin_sources, load_dir, ControlSource};
