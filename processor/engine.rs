@@ -322,3 +322,84 @@ pub async fn plan(
     }
     Ok((state, controls))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::core::{config, encode};
+    use crate::generate::{generate, GenConfig};
+
+    /// Everything one engine decided and amended, in order.
+    type Outcome = Vec<(usize, Vec<(String, bool)>)>;
+
+    fn outcome(evaluations: &[Evaluation], amendments: &[Amendment]) -> Outcome {
+        let mut out: Outcome = evaluations
+            .iter()
+            .map(|e| (e.control, e.findings.iter().map(|f| (f.subject.clone(), f.late)).collect()))
+            .collect();
+        for a in amendments {
+            out.push(match a {
+                Amendment::New { control, finding } => (*control, vec![(format!("new {}", finding.subject), true)]),
+                Amendment::Retracted { control, finding } => {
+                    (*control, vec![(format!("gone {}", finding.subject), false)])
+                }
+            });
+        }
+        out
+    }
+
+    /// Decoding the next topic while the one before is stored changes
+    /// nothing: the same state, decisions and amendments as one topic at a
+    /// time, with CI events held back past a decision (so they arrive late,
+    /// and take the path that waits on queries).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingesting_topics_together_decides_as_one_at_a_time() {
+        let now = crate::pipeline::wall_ms();
+        let catalog = Catalog::builtin().unwrap();
+        let (stream, _) = generate(&GenConfig::new(12_000, 5, now));
+        let decided_at = stream[5_999].time_ms;
+        let end = stream[stream.len() - 1].time_ms + 2 * 86_400_000;
+        let held_back = |i: usize| (2_000..6_000).contains(&i) && stream[i].topic == Topic::Ci;
+        let before: Vec<usize> = (0..6_000).filter(|i| !held_back(*i)).collect();
+        let after: Vec<usize> = (0..stream.len()).filter(|i| held_back(*i) || *i >= 6_000).collect();
+        let payloads = encode(&catalog, &stream).unwrap();
+        let segments: Vec<Vec<(Topic, Vec<u8>)>> =
+            [before, after].map(|s| s.iter().map(|i| payloads[*i].clone()).collect()).into();
+        let mut outcomes = Vec::new();
+        for together in [false, true] {
+            let mut engine = Engine::new(&config().unwrap(), &crate::controls::builtin_sources()).await.unwrap();
+            let (mut out, mut amendments, mut rows) = (Outcome::new(), Vec::new(), 0);
+            for (segment, payloads) in segments.iter().enumerate() {
+                for (n, chunk) in payloads.chunks(2_000).enumerate() {
+                    let first = (segment * 100_000 + n * 2_000) as i64;
+                    let parts: Vec<_> =
+                        Topic::ALL.map(|t| (t, messages_of(chunk, t, first).collect::<Vec<_>>())).into();
+                    let ingested = if together {
+                        engine.ingest_all(&parts, now).await.unwrap()
+                    } else {
+                        let mut all = Vec::new();
+                        for (topic, messages) in parts {
+                            all.push(engine.ingest(topic, messages, now).await.unwrap());
+                        }
+                        all
+                    };
+                    for i in ingested {
+                        rows += i.rows;
+                        amendments.extend(i.amendments);
+                    }
+                }
+                let evaluations = engine.decide(if segment == 0 { decided_at } else { end }).await.unwrap();
+                out.extend(outcome(&evaluations, &[]));
+            }
+            out.extend(outcome(&[], &amendments));
+            let held: Vec<usize> = Topic::ALL.iter().map(|t| engine.state.usage(*t).rows).collect();
+            outcomes.push((rows, held, amendments.len(), out));
+        }
+        let (rows, _, amended, _) = &outcomes[0];
+        assert_eq!(*rows, 12_000);
+        assert!(*amended > 0, "the test needs late rows that change decisions");
+        let counts = |o: &(usize, Vec<usize>, usize, Outcome)| (o.0, o.1.clone(), o.2, o.3.len());
+        assert_eq!(counts(&outcomes[0]), counts(&outcomes[1]), "rows, rows held, amendments, outcomes");
+        assert!(outcomes[0] == outcomes[1], "the same number of outcomes, not the same outcomes");
+    }
+}
