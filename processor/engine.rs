@@ -132,11 +132,6 @@ impl Engine {
         let started = Instant::now();
         let decoded = decoder.decode(messages, now_ms);
         self.stages.decode += started.elapsed();
-        self.store(topic, decoded).await
-    }
-
-    /// Takes in what one topic's messages decoded to.
-    async fn store(&mut self, topic: Topic, decoded: Decoded) -> anyhow::Result<Ingested> {
         let started = Instant::now();
         let time_index = self.catalog.event(topic).time_index;
         let stored = Self::take_in(&mut self.controls, &mut self.state, topic, decoded, time_index, self.watermark);

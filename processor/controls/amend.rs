@@ -134,7 +134,6 @@ fn max_time(batch: &RecordBatch, time_index: usize) -> Option<i64> {
     times(batch, time_index)?.iter().flatten().max()
 }
 
-/// The event-time range of the rows at or behind the watermark, if any.
 /// Appends `batch` to `state` unless a row of it is at or behind
 /// `watermark`; such a batch is given back, for
 /// [`ControlSet::append_amending`]. This half of storing needs no waiting.
@@ -152,6 +151,7 @@ pub fn append_on_time(
     None
 }
 
+/// The event-time range of the rows at or behind the watermark, if any.
 fn late_range(batch: &RecordBatch, time_index: usize, watermark: i64) -> Option<(i64, i64)> {
     let late = times(batch, time_index)?.iter().flatten().filter(|t| *t <= watermark);
     late.fold(None, |acc, t| Some(acc.map_or((t, t), |(lo, hi): (i64, i64)| (lo.min(t), hi.max(t)))))

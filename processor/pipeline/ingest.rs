@@ -1,0 +1,131 @@
+//! Ingest: one batch of messages from the source, topic by topic, into
+//! state and the controls' pending triggers (rejects to the dead letters).
+
+use std::time::Instant;
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::{observe, wall_ms, Pipeline};
+use crate::controls::append_on_time;
+use crate::decode::{Decoded, RawMessage};
+use crate::schema::Topic;
+use crate::sink::DeadLetter;
+use crate::source::InMessage;
+use crate::state::without_partitions;
+
+impl Pipeline {
+    /// Takes in one batch of messages topic by topic. Each topic's messages
+    /// are decoded on the pool while the topic before them is stored:
+    /// decoding and storing each keep one core busy at most.
+    pub(super) async fn ingest(&mut self, messages: Vec<InMessage>) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wall = wall_ms();
+        let parts: Vec<(Topic, Vec<&InMessage>)> = Topic::ALL
+            .into_iter()
+            .map(|topic| (topic, messages.iter().filter(|m| m.topic == topic).collect::<Vec<_>>()))
+            .filter(|(_, of_topic)| !of_topic.is_empty())
+            .collect();
+        let decoders = self.decoders.clone();
+        let decode = |(topic, of_topic): &(Topic, Vec<&InMessage>)| {
+            let raw = of_topic.iter().map(|m| RawMessage {
+                payload: m.payload.as_deref(),
+                headers: &m.headers,
+                partition: m.partition,
+                offset: m.offset,
+            });
+            decoders[topic.index()].decode(raw, wall)
+        };
+        let mut ahead = parts.first().map(decode);
+        for (i, (topic, of_topic)) in parts.iter().enumerate() {
+            let decoded = ahead.take().expect("each topic is decoded before it is stored");
+            let (next, late) =
+                rayon::join(|| parts.get(i + 1).map(decode), || self.take_in(*topic, of_topic, decoded, now));
+            ahead = next;
+            if let Some((batch, watermark)) = late? {
+                // Rows at or behind the watermark: decisions already made
+                // are re-run with them (and the batch appended meanwhile).
+                // Cloning a batch clones Arcs; the evidence is only
+                // formatted when a late row did change something.
+                let time_index = self.catalog.event(*topic).time_index;
+                let amendments = self
+                    .controls
+                    .append_amending(&mut self.state, *topic, batch.clone(), time_index, watermark)
+                    .await?;
+                if let (false, Some(w)) = (amendments.is_empty(), watermark) {
+                    let late = observe::late_evidence(&batch, *topic, w);
+                    self.amendments.extend(amendments.into_iter().map(|a| (a, late.clone())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What one topic's messages decoded to, taken in: counted, rejects to
+    /// the dead letters, watermarks moved, triggers admitted, rows appended
+    /// to state. A batch with late rows is given back (with the watermark)
+    /// for the amending append, which waits on queries.
+    fn take_in(
+        &mut self,
+        topic: Topic,
+        of_topic: &[&InMessage],
+        decoded: Decoded,
+        now: Instant,
+    ) -> anyhow::Result<Option<(RecordBatch, Option<i64>)>> {
+        self.metrics.events_consumed.with_label_values(&[topic.name()]).inc_by(of_topic.len() as u64);
+        self.metrics.events_ignored.with_label_values(&[topic.name()]).inc_by(decoded.ignored as u64);
+        self.status.consumed += of_topic.len() as u64;
+        self.status.first_consumed_at.get_or_insert(now);
+        for m in of_topic {
+            self.next_offsets.insert((topic, m.partition), m.offset + 1);
+        }
+        for reject in decoded.rejects {
+            if topic == Topic::Access && !self.owned_change.contains(&reject.partition) {
+                continue; // every instance reads it; its owner dead-letters it
+            }
+            let m = of_topic.iter().find(|m| m.partition == reject.partition && m.offset == reject.offset);
+            let reason = reject.error.reason();
+            self.metrics.events_rejected.with_label_values(&[topic.name(), reason]).inc();
+            self.status.rejected += 1;
+            let source_topic = self.config.input_topics[topic.index()].clone();
+            tracing::debug!(%source_topic, partition = reject.partition, offset = reject.offset, error = %reject.error, "rejected record");
+            self.dead.push(DeadLetter {
+                error: format!("{source_topic}/{}/{}: {}", reject.partition, reject.offset, reject.error),
+                source_topic,
+                partition: reject.partition,
+                offset: reject.offset,
+                key: m.and_then(|m| m.key.clone()),
+                payload: m.and_then(|m| m.payload.clone()),
+                headers: m.map(|m| m.headers.clone()).unwrap_or_default(),
+                reason,
+            });
+        }
+        for (partition, max_time) in decoded.max_time {
+            self.watermarks.observe((topic, partition), max_time, now);
+        }
+        let Some(batch) = decoded.batch else { return Ok(None) };
+        // Every instance reads all access events as context, but decides
+        // only the access triggers of the partitions whose change partition
+        // it owns (access requests are keyed, like grants, by principal).
+        let triggers = match topic {
+            Topic::Access => {
+                let others: Vec<i32> =
+                    of_topic.iter().map(|m| m.partition).filter(|p| !self.owned_change.contains(p)).collect();
+                without_partitions(&batch, &others)
+            }
+            _ => Some(batch.clone()),
+        };
+        if let Some(triggers) = triggers {
+            self.controls.admit(topic, &triggers, self.watermarks.current())?;
+        }
+        let watermark = self.watermarks.current();
+        let time_index = self.catalog.event(topic).time_index;
+        if let Some(w) = watermark {
+            let late = observe::late_rows(&batch, time_index, w) as u64;
+            self.metrics.late_events.with_label_values(&[topic.name()]).inc_by(late);
+        }
+        Ok(append_on_time(&mut self.state, topic, batch, time_index, watermark).map(|late| (late, watermark)))
+    }
+}
