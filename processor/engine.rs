@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::controls::{append_on_time, Amendment, ControlSet, ControlSource, Evaluation};
+use crate::controls::{append_on_time, Amendment, ControlSet, ControlSource, Evaluation, Running};
 use crate::decode::{Decoded, Decoder, Format, RawMessage, Reject, SchemaResolver};
 use crate::schema::{Catalog, Topic};
 use crate::state::State;
@@ -34,6 +34,9 @@ pub struct Engine {
     /// Topics the watermark waits for (default: those read so far).
     expected: Vec<Topic>,
     watermark: Option<i64>,
+    /// The decision under way, with its watermark (see
+    /// [`Engine::decide_behind`]).
+    running: Option<(i64, Running)>,
     /// Time spent per stage, for the benchmarks' breakdown.
     pub stages: Stages,
 }
@@ -60,6 +63,10 @@ pub struct Ingested {
     pub max_time: Option<i64>,
     /// Decisions that late rows changed.
     pub amendments: Vec<Amendment>,
+    /// The evaluations of the decision under way, when late rows had to
+    /// wait for it (it decided triggers they may change): reported before
+    /// the amendments.
+    pub decided: Vec<Evaluation>,
 }
 
 impl Engine {
@@ -93,6 +100,7 @@ impl Engine {
             max_event: [None; 4],
             expected: Vec::new(),
             watermark: None,
+            running: None,
             stages: Stages::default(),
         })
     }
@@ -148,6 +156,7 @@ impl Engine {
     ) -> anyhow::Result<Ingested> {
         let (mut ingested, late) = stored;
         if let Some(batch) = late {
+            ingested.decided = self.settle().await?;
             let started = Instant::now();
             let time_index = self.catalog.event(topic).time_index;
             ingested.amendments =
@@ -254,11 +263,35 @@ impl Engine {
     }
 
     /// Runs every control over its triggers due at `watermark`, then evicts
-    /// what no later decision needs.
+    /// what no later decision needs. The evaluations of a decision still
+    /// under way come first.
     pub async fn decide(&mut self, watermark: i64) -> anyhow::Result<Vec<Evaluation>> {
+        let mut evaluations = self.decide_behind(watermark).await?;
+        evaluations.extend(self.settle().await?);
+        Ok(evaluations)
+    }
+
+    /// [`Engine::decide`] while ingest goes on: the decision at `watermark`
+    /// is started (its queries planned over the state as it is now) and left
+    /// running; the next call, [`Engine::settle`], or ingesting rows it may
+    /// concern (at or behind `watermark`) collects it. Returns the
+    /// evaluations of the decision before, which it finishes first.
+    pub async fn decide_behind(&mut self, watermark: i64) -> anyhow::Result<Vec<Evaluation>> {
+        let evaluations = self.settle().await?;
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let started = Instant::now();
-        let evaluations = self.controls.evaluate(&self.state, watermark).await?;
+        let running = self.controls.start(&self.state, watermark).await?;
+        self.stages.evaluate += started.elapsed();
+        self.running = Some((watermark, running));
+        Ok(evaluations)
+    }
+
+    /// Waits for the decision under way, if any, and evicts what no later
+    /// decision needs; returns its evaluations.
+    pub async fn settle(&mut self) -> anyhow::Result<Vec<Evaluation>> {
+        let Some((watermark, running)) = self.running.take() else { return Ok(Vec::new()) };
+        let started = Instant::now();
+        let evaluations = self.controls.finish(running).await?;
         self.stages.evaluate += started.elapsed();
         let started = Instant::now();
         self.evict(watermark);
@@ -343,10 +376,12 @@ mod tests {
         out
     }
 
-    /// Decoding the next topic while the one before is stored changes
-    /// nothing: the same state, decisions and amendments as one topic at a
-    /// time, with CI events held back past a decision (so they arrive late,
-    /// and take the path that waits on queries).
+    /// Decoding the next topic while the one before is stored, and deciding
+    /// while the next events are ingested, change nothing: the same state,
+    /// decisions and amendments, in the same order, as one topic at a time
+    /// and one decision at a time. CI events are held back past a decision,
+    /// so they arrive late (and take the path that waits on queries, and on
+    /// the decision under way).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ingesting_topics_together_decides_as_one_at_a_time() {
         let now = crate::pipeline::wall_ms();
@@ -361,9 +396,10 @@ mod tests {
         let segments: Vec<Vec<(Topic, Vec<u8>)>> =
             [before, after].map(|s| s.iter().map(|i| payloads[*i].clone()).collect()).into();
         let mut outcomes = Vec::new();
-        for together in [false, true] {
+        // (topics together, decisions behind ingest)
+        for (together, behind) in [(false, false), (true, false), (true, true)] {
             let mut engine = Engine::new(&config().unwrap(), &crate::controls::builtin_sources()).await.unwrap();
-            let (mut out, mut amendments, mut rows) = (Outcome::new(), Vec::new(), 0);
+            let (mut out, mut amended, mut rows, mut waited) = (Outcome::new(), 0, 0, 0);
             for (segment, payloads) in segments.iter().enumerate() {
                 for (n, chunk) in payloads.chunks(2_000).enumerate() {
                     let first = (segment * 100_000 + n * 2_000) as i64;
@@ -380,21 +416,29 @@ mod tests {
                     };
                     for i in ingested {
                         rows += i.rows;
-                        amendments.extend(i.amendments);
+                        amended += i.amendments.len();
+                        waited += i.decided.len();
+                        out.extend(outcome(&i.decided, &i.amendments));
                     }
                 }
-                let evaluations = engine.decide(if segment == 0 { decided_at } else { end }).await.unwrap();
+                let evaluations = match (segment, behind) {
+                    (0, true) => engine.decide_behind(decided_at).await.unwrap(),
+                    (0, false) => engine.decide(decided_at).await.unwrap(),
+                    _ => engine.decide(end).await.unwrap(),
+                };
                 out.extend(outcome(&evaluations, &[]));
             }
-            out.extend(outcome(&[], &amendments));
             let held: Vec<usize> = Topic::ALL.iter().map(|t| engine.state.usage(*t).rows).collect();
-            outcomes.push((rows, held, amendments.len(), out));
+            assert_eq!(waited > 0, behind, "late rows wait for the decision under way, and only then");
+            outcomes.push((rows, held, amended, out));
         }
         let (rows, _, amended, _) = &outcomes[0];
         assert_eq!(*rows, 12_000);
         assert!(*amended > 0, "the test needs late rows that change decisions");
         let counts = |o: &(usize, Vec<usize>, usize, Outcome)| (o.0, o.1.clone(), o.2, o.3.len());
-        assert_eq!(counts(&outcomes[0]), counts(&outcomes[1]), "rows, rows held, amendments, outcomes");
-        assert!(outcomes[0] == outcomes[1], "the same number of outcomes, not the same outcomes");
+        for other in &outcomes[1..] {
+            assert_eq!(counts(&outcomes[0]), counts(other), "rows, rows held, amendments, outcomes");
+            assert!(outcomes[0] == *other, "the same number of outcomes, not the same outcomes in order");
+        }
     }
 }

@@ -35,11 +35,17 @@ pub fn encode(catalog: &Catalog, events: &[Event]) -> anyhow::Result<Vec<(Topic,
         .collect()
 }
 
-/// Feeds one chunk of payloads (any topics) to the engine, topic by topic.
-pub async fn feed(engine: &mut Engine, chunk: &[(Topic, Vec<u8>)], first_offset: i64, now: i64) -> anyhow::Result<()> {
+/// Feeds one chunk of payloads (any topics) to the engine, topic by topic;
+/// returns the evaluations of a decision under way that late rows waited
+/// for.
+pub async fn feed(
+    engine: &mut Engine,
+    chunk: &[(Topic, Vec<u8>)],
+    first_offset: i64,
+    now: i64,
+) -> anyhow::Result<Vec<crate::controls::Evaluation>> {
     let parts: Vec<_> = Topic::ALL.map(|t| (t, messages_of(chunk, t, first_offset).collect())).into();
-    engine.ingest_all(&parts, now).await?;
-    Ok(())
+    Ok(engine.ingest_all(&parts, now).await?.into_iter().flat_map(|i| i.decided).collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -64,8 +70,9 @@ pub struct CoreRun {
 }
 
 /// Decode → Arrow → state → all controls over `events` pre-encoded events
-/// of the generator's mix, deciding as the pipeline does: once per tick
-/// (`time.tick`, 1 s by default) of wall time, at the watermark reached.
+/// of the generator's mix, deciding as `vigil replay` does: once per tick
+/// (`time.tick`, 1 s by default) of wall time, at the watermark reached,
+/// each decision running while the next events are ingested.
 pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let now = wall_ms();
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
@@ -81,11 +88,12 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let started = Instant::now();
     let mut next_tick = started + config.tick;
     for (n, chunk) in payloads.chunks(BATCH).enumerate() {
-        feed(&mut engine, chunk, (n * BATCH) as i64, now).await?;
+        let decided = feed(&mut engine, chunk, (n * BATCH) as i64, now).await?;
+        collect(&engine, decided, &mut found, &mut control_seconds);
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;
             if let Some(w) = engine.watermark() {
-                let evaluations = engine.decide(w).await?;
+                let evaluations = engine.decide_behind(w).await?;
                 collect(&engine, evaluations, &mut found, &mut control_seconds);
             }
         }

@@ -8,14 +8,18 @@
 //! a filter) takes that one's rows. Each prepared query then runs as a task
 //! of its own, at most one per core at a time, the costliest (by its last
 //! evaluation, else by its table scans) first so the slowest does not start
-//! last. The results come back in control order, as if the controls had run
-//! one after another.
+//! last, on a runtime of their own. The results come back in control order,
+//! as if the controls had run one after another. A decision can be started
+//! ([`ControlSet::start`]) and collected later ([`ControlSet::finish`]):
+//! once started it reads nothing more of the state.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
+use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use super::run::Lookups;
 use super::{ControlError, ControlSet, Evaluation};
@@ -28,10 +32,35 @@ struct Job {
     due: Vec<RecordBatch>,
 }
 
+/// A decision under way: each control's query prepared and running as a
+/// task on the query runtime. [`ControlSet::finish`] collects it.
+pub struct Running {
+    runs: Vec<Run>,
+}
+
+/// One running query and what its evaluation reports.
+struct Run {
+    control: usize,
+    late: bool,
+    due_rows: usize,
+    setup: Duration,
+    read_in_part: usize,
+    handle: JoinHandle<(datafusion::error::Result<Vec<RecordBatch>>, Duration)>,
+}
+
 impl ControlSet {
     /// Runs every control over its triggers that are due at `watermark`,
     /// against `state`.
     pub async fn evaluate(&mut self, state: &State, watermark: i64) -> Result<Vec<Evaluation>, ControlError> {
+        let running = self.start(state, watermark).await?;
+        self.finish(running).await
+    }
+
+    /// Takes every control's triggers due at `watermark` (and its late
+    /// ones) as decided, prepares their queries over `state` and starts
+    /// them; `state` may change once this returns, as each plan holds its
+    /// own snapshot.
+    pub async fn start(&mut self, state: &State, watermark: i64) -> Result<Running, ControlError> {
         let mut jobs = Vec::new();
         for (index, control) in self.controls.iter_mut().enumerate() {
             let pending = std::mem::take(&mut control.pending);
@@ -54,34 +83,57 @@ impl ControlSet {
             std::cmp::Reverse((control.last_cost, control.scans))
         });
         let slots = Arc::new(Semaphore::new(crate::cores()));
-        let mut running = Vec::with_capacity(jobs.len());
+        let mut runs = Vec::with_capacity(jobs.len());
         let mut lookups = Lookups::default();
         for job in jobs {
             let control = &self.controls[job.control];
             let due_rows: usize = job.due.iter().map(RecordBatch::num_rows).sum();
             let prepared = control.prepare(state, job.due, &mut lookups).await?;
             let (setup, read_in_part) = (prepared.setup, prepared.read_in_part);
-            let slot = slots.clone().acquire_owned().await.map_err(|e| control.run_error(e))?;
-            let handle = tokio::spawn(async move {
-                let _slot = slot;
+            let slots = slots.clone();
+            // The semaphore is fair: the queries start in the order spawned.
+            let handle = executor().spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let started = Instant::now();
                 let result = prepared.execute().await;
                 (result, started.elapsed())
             });
-            running.push((job.control, job.late, due_rows, setup, read_in_part, handle));
+            runs.push(Run { control: job.control, late: job.late, due_rows, setup, read_in_part, handle });
         }
-        let mut out = Vec::with_capacity(running.len());
-        for (index, late, due_rows, setup, read_in_part, handle) in running {
-            let control = &mut self.controls[index];
-            let (result, executed) = handle.await.map_err(|e| control.run_error(e))?;
+        Ok(Running { runs })
+    }
+
+    /// Waits for a decision's queries and returns their evaluations in
+    /// control order, as if the controls had run one after another.
+    pub async fn finish(&mut self, running: Running) -> Result<Vec<Evaluation>, ControlError> {
+        let mut out = Vec::with_capacity(running.runs.len());
+        for run in running.runs {
+            let control = &mut self.controls[run.control];
+            let (result, executed) = run.handle.await.map_err(|e| control.run_error(e))?;
             let batches = result.map_err(|e| control.run_error(e))?;
             let started = Instant::now();
-            let findings = control.findings_of(&batches, late)?;
-            let elapsed = setup + executed + started.elapsed();
+            let findings = control.findings_of(&batches, run.late)?;
+            let elapsed = run.setup + executed + started.elapsed();
             control.last_cost = elapsed;
-            out.push((late, Evaluation { control: index, due_rows, findings, elapsed, read_in_part }));
+            let (due_rows, read_in_part) = (run.due_rows, run.read_in_part);
+            out.push((run.late, Evaluation { control: run.control, due_rows, findings, elapsed, read_in_part }));
         }
         out.sort_by_key(|(late, e)| (e.control, *late));
         Ok(out.into_iter().map(|(_, e)| e).collect())
     }
+}
+
+/// The runtime the queries run on, one worker per core: apart from the
+/// caller's, so that a caller that goes on ingesting while a decision runs
+/// (`Engine::decide_behind`) neither waits for the queries nor holds them up.
+fn executor() -> &'static Runtime {
+    static EXECUTOR: OnceLock<Runtime> = OnceLock::new();
+    EXECUTOR.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(crate::cores())
+            .thread_name("vigil-query")
+            .enable_all()
+            .build()
+            .expect("the query runtime's threads start")
+    })
 }

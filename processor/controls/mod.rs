@@ -43,6 +43,7 @@ use datafusion::prelude::SessionContext;
 
 pub use amend::{append_on_time, Amendment};
 pub use docs::reference;
+pub use evaluate::Running;
 pub use meta::{parse as parse_meta, ControlMeta, Severity};
 pub use source::{builtin_evidence, builtin_sources, load_dir, ControlSource};
 
@@ -145,6 +146,7 @@ pub struct Finding {
 }
 
 /// What one control's evaluation produced.
+#[derive(Debug)]
 pub struct Evaluation {
     pub control: usize,
     pub due_rows: usize,

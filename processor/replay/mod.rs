@@ -7,7 +7,9 @@
 //! are each in time order (as exports are) replay as one stream. The
 //! watermark is the lowest, over the input topics, of each one's newest
 //! event minus the allowed lateness; out-of-order rows within it are late
-//! and amend decisions exactly as in the stream. At the end everything due
+//! and amend decisions exactly as in the stream. Each decision runs while
+//! the next chunks are read (`Engine::decide_behind`); a chunk with rows it
+//! may concern waits for it. At the end everything due
 //! by the last event (or `--until`) is decided; what falls due later is
 //! reported as undecided.
 
@@ -114,11 +116,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
         if let Some(t) = ingested.max_time {
             newest[i] = Some(newest[i].map_or(t, |n| n.max(t)));
         }
+        run.write(&engine, ingested.decided, &mut out)?;
         run.amend(&engine, ingested.amendments, &mut out)?;
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;
             if let Some(w) = engine.watermark() {
-                let evaluations = engine.decide(w).await?;
+                let evaluations = engine.decide_behind(w).await?;
                 run.write(&engine, evaluations, &mut out)?;
             }
         }
