@@ -126,25 +126,70 @@ impl Engine {
         messages: impl IntoIterator<Item = RawMessage<'a>>,
         now_ms: i64,
     ) -> anyhow::Result<Ingested> {
-        let decoder = match format {
-            None => &self.decoders[topic.index()],
-            Some(format) => {
-                let known = self.other_formats.iter().position(|(t, f, _)| *t == topic && *f == format);
-                let at = known.unwrap_or_else(|| {
-                    self.other_formats.push((topic, format, (self.make_decoder)(topic, format)));
-                    self.other_formats.len() - 1
-                });
-                &self.other_formats[at].2
-            }
-        };
+        let decoded = self.decode_as(topic, format, messages, now_ms);
+        Ok(self.take_in_decoding(topic, decoded, None, now_ms).await?.0)
+    }
+
+    /// The first half of [`Engine::ingest_as`]: the payloads decoded, not
+    /// yet taken in.
+    pub fn decode_as<'a>(
+        &mut self,
+        topic: Topic,
+        format: Option<Format>,
+        messages: impl IntoIterator<Item = RawMessage<'a>>,
+        now_ms: i64,
+    ) -> Decoded {
+        let decoder = self.decoder_for(topic, format);
         let started = Instant::now();
-        let decoded = decoder.decode(messages, now_ms);
+        let decoded = self.decoder(topic, decoder).decode(messages, now_ms);
         self.stages.decode += started.elapsed();
-        let started = Instant::now();
+        decoded
+    }
+
+    /// The second half: takes `decoded` (rows of `topic`) in — triggers to
+    /// the controls, events to state — while `next`, if given, is decoded
+    /// on the pool (decoding and storing each keep one core busy alone).
+    pub async fn take_in_decoding<'a>(
+        &mut self,
+        topic: Topic,
+        decoded: Decoded,
+        next: Option<(Topic, Option<Format>, Vec<RawMessage<'a>>)>,
+        now_ms: i64,
+    ) -> anyhow::Result<(Ingested, Option<Decoded>)> {
+        let next = next.map(|(t, format, messages)| (t, self.decoder_for(t, format), messages));
         let time_index = self.catalog.event(topic).time_index;
-        let stored = Self::take_in(&mut self.controls, &mut self.state, topic, decoded, time_index, self.watermark);
-        self.stages.store += started.elapsed();
-        self.finish_store(topic, stored?).await
+        let (controls, state, watermark) = (&mut self.controls, &mut self.state, self.watermark);
+        let (decoders, other_formats) = (&self.decoders, &self.other_formats);
+        let ((next, decode_time), (stored, store_time)) = rayon::join(
+            || {
+                timed(|| {
+                    next.map(|(t, at, messages)| {
+                        let decoder = at.map_or(&decoders[t.index()], |at| &other_formats[at].2);
+                        decoder.decode(messages, now_ms)
+                    })
+                })
+            },
+            || timed(|| Self::take_in(controls, state, topic, decoded, time_index, watermark)),
+        );
+        self.stages.decode += decode_time;
+        self.stages.store += store_time;
+        Ok((self.finish_store(topic, stored?).await?, next))
+    }
+
+    /// Where the decoder for `topic` in `format` is: `None` for the topic's
+    /// configured one, else its place among the other formats' (made on
+    /// first use).
+    fn decoder_for(&mut self, topic: Topic, format: Option<Format>) -> Option<usize> {
+        let format = format?;
+        let known = self.other_formats.iter().position(|(t, f, _)| *t == topic && *f == format);
+        Some(known.unwrap_or_else(|| {
+            self.other_formats.push((topic, format, (self.make_decoder)(topic, format)));
+            self.other_formats.len() - 1
+        }))
+    }
+
+    fn decoder(&self, topic: Topic, at: Option<usize>) -> &Decoder {
+        at.map_or(&self.decoders[topic.index()], |at| &self.other_formats[at].2)
     }
 
     /// What follows [`Engine::take_in`]: amendments for late rows, the
@@ -180,23 +225,13 @@ impl Engine {
         now_ms: i64,
     ) -> anyhow::Result<Vec<Ingested>> {
         let mut out = Vec::with_capacity(parts.len());
-        let started = Instant::now();
-        let mut ahead = parts.first().map(|(t, m)| self.decoders[t.index()].decode(m.iter().copied(), now_ms));
-        self.stages.decode += started.elapsed();
+        let mut ahead = parts.first().map(|(t, m)| self.decode_as(*t, None, m.iter().copied(), now_ms));
         for (i, (topic, _)) in parts.iter().enumerate() {
             let decoded = ahead.take().expect("each part is decoded before it is stored");
-            let decoders = &self.decoders;
-            let next = parts.get(i + 1);
-            let (controls, state, watermark) = (&mut self.controls, &mut self.state, self.watermark);
-            let time_index = self.catalog.event(*topic).time_index;
-            let ((next, decode_time), (stored, store_time)) = rayon::join(
-                || timed(|| next.map(|(t, m)| decoders[t.index()].decode(m.iter().copied(), now_ms))),
-                || timed(|| Self::take_in(controls, state, *topic, decoded, time_index, watermark)),
-            );
-            self.stages.decode += decode_time;
-            self.stages.store += store_time;
+            let next = parts.get(i + 1).map(|(t, m)| (*t, None, m.clone()));
+            let (ingested, next) = self.take_in_decoding(*topic, decoded, next, now_ms).await?;
+            out.push(ingested);
             ahead = next;
-            out.push(self.finish_store(*topic, stored?).await?);
         }
         Ok(out)
     }

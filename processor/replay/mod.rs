@@ -7,9 +7,10 @@
 //! are each in time order (as exports are) replay as one stream. The
 //! watermark is the lowest, over the input topics, of each one's newest
 //! event minus the allowed lateness; out-of-order rows within it are late
-//! and amend decisions exactly as in the stream. Each decision runs while
-//! the next chunks are read (`Engine::decide_behind`); a chunk with rows it
-//! may concern waits for it. At the end everything due
+//! and amend decisions exactly as in the stream. Each chunk is decoded while
+//! the one before is taken in (`Engine::take_in_decoding`), and each decision
+//! runs while the next chunks are read (`Engine::decide_behind`); a chunk
+//! with rows it may concern waits for it. At the end everything due
 //! by the last event (or `--until`) is decided; what falls due later is
 //! reported as undecided.
 
@@ -24,7 +25,7 @@ use anyhow::Context;
 
 use crate::config::{Config, RawConfig};
 use crate::controls::{Amendment, Evaluation};
-use crate::decode::{Format, RawMessage};
+use crate::decode::{Decoded, Format, RawMessage};
 use crate::engine::Engine;
 use crate::pipeline::wall_ms;
 use crate::schema::Catalog;
@@ -90,31 +91,35 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
     let mut newest: Vec<Option<i64>> = vec![None; readers.len()];
     // Decisions run once per tick of wall time, as in the stream.
     let mut next_tick = Instant::now() + config.tick;
+    // The chunk read and decoded while the one before was taken in: its
+    // file and its payload count, and its rows.
+    let mut ahead: Option<(usize, usize, Decoded)> = None;
     loop {
-        let next = (0..readers.len()).filter(|i| !readers[*i].done).min_by_key(|i| newest[*i].unwrap_or(i64::MIN));
-        let Some(i) = next else { break };
-        let reader = &mut readers[i];
-        let mut bad = Vec::new();
-        let chunk = reader.chunk(CHUNK, &mut bad)?;
-        let (topic, path) = (reader.file.topic, reader.file.path.display().to_string());
-        for (position, reason) in bad {
-            run.reject(&path, position, "avro", &reason);
-        }
-        let format = match reader.file.kind {
-            Kind::JsonLines => None,
-            Kind::Avro => Some(Format::AvroPlain),
-            Kind::Parquet => Some(Format::Json),
+        let current = match ahead.take() {
+            Some(current) => Some(current),
+            None => read_next(&mut readers, &newest, &mut run)?.map(|(i, chunk)| {
+                let (topic, format) = (readers[i].file.topic, format_of(readers[i].file.kind));
+                (i, chunk.len(), engine.decode_as(topic, format, messages(&chunk), now))
+            }),
         };
-        let messages = chunk.iter().map(|(position, p)| RawMessage::new(Some(p), 0, *position));
-        let ingested = engine.ingest_as(topic, format, messages, now).await?;
-        run.events += chunk.len();
+        let Some((i, events, decoded)) = current else { break };
+        // Its newest event time, known once it is decoded, tells which file
+        // is read next; that chunk is decoded while this one is taken in.
+        if let Some(t) = decoded.max_time.iter().map(|(_, t)| *t).max() {
+            newest[i] = Some(newest[i].map_or(t, |n| n.max(t)));
+        }
+        let next = read_next(&mut readers, &newest, &mut run)?;
+        let to_decode = next
+            .as_ref()
+            .map(|(j, chunk)| (readers[*j].file.topic, format_of(readers[*j].file.kind), messages(chunk).collect()));
+        let (ingested, decoded) = engine.take_in_decoding(readers[i].file.topic, decoded, to_decode, now).await?;
+        ahead = next.zip(decoded).map(|((j, chunk), decoded)| (j, chunk.len(), decoded));
+        let path = readers[i].file.path.display().to_string();
+        run.events += events;
         run.rows += ingested.rows;
         run.ignored += ingested.ignored;
         for r in &ingested.rejects {
             run.reject(&path, r.offset, r.error.reason(), &r.error.to_string());
-        }
-        if let Some(t) = ingested.max_time {
-            newest[i] = Some(newest[i].map_or(t, |n| n.max(t)));
         }
         run.write(&engine, ingested.decided, &mut out)?;
         run.amend(&engine, ingested.amendments, &mut out)?;
@@ -135,6 +140,42 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
     out.flush()?;
     run.summary(engine.controls.pending_rows());
     Ok(0)
+}
+
+/// Payloads read from a file, with their positions in it.
+type Chunk = Vec<(i64, Vec<u8>)>;
+
+/// The next chunk of the file whose events read so far are oldest, with
+/// that file's index; `None` once every file is read. Records that could
+/// not be read are reported here.
+fn read_next(
+    readers: &mut [input::Reader],
+    newest: &[Option<i64>],
+    run: &mut Run,
+) -> anyhow::Result<Option<(usize, Chunk)>> {
+    let next = (0..readers.len()).filter(|i| !readers[*i].done).min_by_key(|i| newest[*i].unwrap_or(i64::MIN));
+    let Some(i) = next else { return Ok(None) };
+    let mut bad = Vec::new();
+    let chunk = readers[i].chunk(CHUNK, &mut bad)?;
+    let path = readers[i].file.path.display().to_string();
+    for (position, reason) in bad {
+        run.reject(&path, position, "avro", &reason);
+    }
+    Ok(Some((i, chunk)))
+}
+
+/// How a file's payloads are decoded: JSON lines in the topic's own JSON,
+/// Avro container records as plain Avro datums, Parquet rows as JSON.
+fn format_of(kind: Kind) -> Option<Format> {
+    match kind {
+        Kind::JsonLines => None,
+        Kind::Avro => Some(Format::AvroPlain),
+        Kind::Parquet => Some(Format::Json),
+    }
+}
+
+fn messages(chunk: &[(i64, Vec<u8>)]) -> impl Iterator<Item = RawMessage<'_>> {
+    chunk.iter().map(|(position, p)| RawMessage::new(Some(p), 0, *position))
 }
 
 /// What a replay has done so far.
