@@ -188,6 +188,26 @@ fn skip(writer: &AvroSchema) -> Option<Skip> {
     })
 }
 
+/// Steps over one datum of a writer schema: how the datums packed in a
+/// block of an Avro container file are told apart.
+#[derive(Debug)]
+pub(crate) struct Stepper(Skip);
+
+impl Stepper {
+    /// `None` for a shape the fast path leaves to apache-avro.
+    pub(crate) fn compile(schema: &AvroSchema) -> Option<Stepper> {
+        skip(schema).map(Stepper)
+    }
+
+    /// The length of the datum `bytes` starts with; `None` when it is cut
+    /// short or malformed.
+    pub(crate) fn len(&self, bytes: &[u8]) -> Option<usize> {
+        let mut input = Input { rest: bytes };
+        input.skip(&self.0)?;
+        Some(bytes.len() - input.rest.len())
+    }
+}
+
 struct Input<'a> {
     rest: &'a [u8],
 }

@@ -15,6 +15,8 @@ mod builder;
 mod fast;
 mod json;
 
+pub(crate) use fast::Stepper;
+
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;

@@ -14,6 +14,7 @@
 //! by the last event (or `--until`) is decided; what falls due later is
 //! reported as undecided.
 
+mod container;
 mod input;
 
 use std::collections::{BTreeMap, HashSet};
