@@ -139,9 +139,9 @@ impl Engine {
         messages: impl IntoIterator<Item = RawMessage<'a>>,
         now_ms: i64,
     ) -> Decoded {
-        let decoder = self.decoder_for(topic, format);
+        let at = self.decoder_for(topic, format);
         let started = Instant::now();
-        let decoded = self.decoder(topic, decoder).decode(messages, now_ms);
+        let decoded = decoder(&self.decoders, &self.other_formats, topic, at).decode(messages, now_ms);
         self.stages.decode += started.elapsed();
         decoded
     }
@@ -153,27 +153,26 @@ impl Engine {
         &mut self,
         topic: Topic,
         decoded: Decoded,
-        next: Option<(Topic, Option<Format>, Vec<RawMessage<'a>>)>,
+        next: Option<(Topic, Option<Format>, &[RawMessage<'a>])>,
         now_ms: i64,
     ) -> anyhow::Result<(Ingested, Option<Decoded>)> {
-        let next = next.map(|(t, format, messages)| (t, self.decoder_for(t, format), messages));
         let time_index = self.catalog.event(topic).time_index;
+        let Some((t, format, messages)) = next else {
+            let started = Instant::now();
+            let stored = Self::take_in(&mut self.controls, &mut self.state, topic, decoded, time_index, self.watermark);
+            self.stages.store += started.elapsed();
+            return Ok((self.finish_store(topic, stored?).await?, None));
+        };
+        let at = self.decoder_for(t, format);
         let (controls, state, watermark) = (&mut self.controls, &mut self.state, self.watermark);
-        let (decoders, other_formats) = (&self.decoders, &self.other_formats);
+        let decoder = decoder(&self.decoders, &self.other_formats, t, at);
         let ((next, decode_time), (stored, store_time)) = rayon::join(
-            || {
-                timed(|| {
-                    next.map(|(t, at, messages)| {
-                        let decoder = at.map_or(&decoders[t.index()], |at| &other_formats[at].2);
-                        decoder.decode(messages, now_ms)
-                    })
-                })
-            },
+            || timed(|| decoder.decode(messages.iter().copied(), now_ms)),
             || timed(|| Self::take_in(controls, state, topic, decoded, time_index, watermark)),
         );
         self.stages.decode += decode_time;
         self.stages.store += store_time;
-        Ok((self.finish_store(topic, stored?).await?, next))
+        Ok((self.finish_store(topic, stored?).await?, Some(next)))
     }
 
     /// Where the decoder for `topic` in `format` is: `None` for the topic's
@@ -186,10 +185,6 @@ impl Engine {
             self.other_formats.push((topic, format, (self.make_decoder)(topic, format)));
             self.other_formats.len() - 1
         }))
-    }
-
-    fn decoder(&self, topic: Topic, at: Option<usize>) -> &Decoder {
-        at.map_or(&self.decoders[topic.index()], |at| &self.other_formats[at].2)
     }
 
     /// What follows [`Engine::take_in`]: amendments for late rows, the
@@ -228,7 +223,7 @@ impl Engine {
         let mut ahead = parts.first().map(|(t, m)| self.decode_as(*t, None, m.iter().copied(), now_ms));
         for (i, (topic, _)) in parts.iter().enumerate() {
             let decoded = ahead.take().expect("each part is decoded before it is stored");
-            let next = parts.get(i + 1).map(|(t, m)| (*t, None, m.clone()));
+            let next = parts.get(i + 1).map(|(t, m)| (*t, None, m.as_slice()));
             let (ingested, next) = self.take_in_decoding(*topic, decoded, next, now_ms).await?;
             out.push(ingested);
             ahead = next;
@@ -341,6 +336,17 @@ impl Engine {
             Topic::ALL.map(|t| watermark.saturating_sub(crate::duration::millis(self.controls.retention(t))));
         self.state.evict(horizons);
     }
+}
+
+/// The decoder [`Engine::decoder_for`] placed: the topic's configured one,
+/// or one of the other formats'.
+fn decoder<'d>(
+    decoders: &'d [Decoder; 4],
+    other_formats: &'d [(Topic, Format, Decoder)],
+    topic: Topic,
+    at: Option<usize>,
+) -> &'d Decoder {
+    at.map_or(&decoders[topic.index()], |at| &other_formats[at].2)
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {

@@ -110,9 +110,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
             newest[i] = Some(newest[i].map_or(t, |n| n.max(t)));
         }
         let next = read_next(&mut readers, &newest, &mut run)?;
-        let to_decode = next
-            .as_ref()
-            .map(|(j, chunk)| (readers[*j].file.topic, format_of(readers[*j].file.kind), messages(chunk).collect()));
+        let payloads: Vec<RawMessage<'_>> = next.as_ref().map_or_else(Vec::new, |(_, chunk)| messages(chunk).collect());
+        let to_decode =
+            next.as_ref().map(|(j, _)| (readers[*j].file.topic, format_of(readers[*j].file.kind), &payloads[..]));
         let (ingested, decoded) = engine.take_in_decoding(readers[i].file.topic, decoded, to_decode, now).await?;
         ahead = next.zip(decoded).map(|((j, chunk), decoded)| (j, chunk.len(), decoded));
         let path = readers[i].file.path.display().to_string();
