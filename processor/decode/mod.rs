@@ -14,6 +14,7 @@ mod avro;
 mod builder;
 mod fast;
 mod json;
+mod json_fast;
 
 pub(crate) use fast::Stepper;
 
@@ -296,8 +297,24 @@ impl Decoder {
         let mut max_time: Vec<(i32, i64)> = Vec::new();
         let mut ignored = 0;
         let mut slots = Vec::new();
+        let mut vals = Vec::new();
         let mut current = None;
         for &m in messages {
+            if let Some(bytes) = self.json_payload(m.payload) {
+                if json_fast::row(&self.schema, bytes, &mut vals).is_some() {
+                    let json_fast::Val::Long(t) = vals[self.schema.time_index] else {
+                        unreachable!("event_time is a required timestamp")
+                    };
+                    match self.check_time(t, now_ms) {
+                        Ok(()) => {
+                            note_max(&mut max_time, m.partition, t);
+                            builder.push_each(vals.iter().map(json_fast::Val::slot), m.partition, m.offset);
+                        }
+                        Err(error) => rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
+                    }
+                    continue;
+                }
+            }
             if let Some((plan, datum)) = self.fast_plan(m.payload, &mut current) {
                 if plan.read(datum, &mut slots).is_some() {
                     let fast::Slot::Long(t) = slots[self.schema.time_index] else {
@@ -329,6 +346,20 @@ impl Decoder {
             }
         }
         Decoded { batch: builder.finish(), rejects, max_time, ignored }
+    }
+
+    /// A payload the direct JSON path may read: JSON by configuration, or
+    /// by its first byte when the format is detected. A detected payload it
+    /// reads has `event_id` and `event_time` (required in every canonical
+    /// schema), which is what makes `native::detect` call it canonical.
+    fn json_payload<'p>(&self, payload: Option<&'p [u8]>) -> Option<&'p [u8]> {
+        let bytes = payload.filter(|p| !p.is_empty() && p.len() <= self.max_bytes)?;
+        let json = match self.format {
+            Format::Json => true,
+            Format::Auto => bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+            _ => false,
+        };
+        json.then_some(bytes)
     }
 
     /// The compiled plan and the datum of an Avro payload the fast path may
