@@ -112,12 +112,7 @@ impl BatchBuilder {
         self.end_row(partition, offset);
     }
 
-    /// Adds a row read by the fast Avro path.
-    pub(super) fn push_slots(&mut self, row: &[Slot<'_>], partition: i32, offset: i64) {
-        self.push_each(row.iter().copied(), partition, offset);
-    }
-
-    /// Adds a row given as its values in column order.
+    /// Adds a row a fast path read, given as its values in column order.
     pub(super) fn push_each<'s>(&mut self, row: impl Iterator<Item = Slot<'s>>, partition: i32, offset: i64) {
         for (column, slot) in self.columns.iter_mut().zip(row) {
             column.push(slot);

@@ -17,11 +17,20 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use super::fast::Slot;
 use crate::schema::{EventSchema, FieldKind, FieldSpec};
 
-/// One field's value as read; strings borrow from the payload unless they
-/// held escapes.
+/// What the reader does with a key that names no field.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Unknown {
+    /// Skips its value, as the `Value` path ignores it.
+    Skip,
+    /// Declines the payload: under a detected format such a key most likely
+    /// marks a tool's own payload, which the `Value` path maps.
+    Decline,
+}
+
+/// One field's value as read (`Null` also when absent); strings borrow from
+/// the payload unless they held escapes.
 #[derive(Debug, PartialEq)]
 pub(super) enum Val<'de> {
-    Absent,
     Null,
     Str(Cow<'de, str>),
     Symbol(u32),
@@ -33,7 +42,7 @@ pub(super) enum Val<'de> {
 impl Val<'_> {
     pub(super) fn slot(&self) -> Slot<'_> {
         match self {
-            Val::Absent | Val::Null => Slot::Null,
+            Val::Null => Slot::Null,
             Val::Str(s) => Slot::Str(s),
             Val::Symbol(i) => Slot::Symbol(*i),
             Val::Long(v) => Slot::Long(*v),
@@ -45,19 +54,24 @@ impl Val<'_> {
 
 /// Reads `bytes`, a JSON object, into `vals` (one per schema field, in field
 /// order). `None` when the `Value` path must judge it.
-pub(super) fn row<'de>(schema: &EventSchema, bytes: &'de [u8], vals: &mut Vec<Val<'de>>) -> Option<()> {
+pub(super) fn row<'de>(
+    schema: &EventSchema,
+    bytes: &'de [u8],
+    unknown: Unknown,
+    vals: &mut Vec<Val<'de>>,
+) -> Option<()> {
     vals.clear();
-    vals.resize_with(schema.fields.len(), || Val::Absent);
+    vals.resize_with(schema.fields.len(), || Val::Null);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    de::Deserializer::deserialize_map(&mut de, Object { fields: &schema.fields, vals }).ok()?;
+    de::Deserializer::deserialize_map(&mut de, Object { fields: &schema.fields, unknown, vals }).ok()?;
     de.end().ok()?;
-    let complete =
-        schema.fields.iter().zip(vals.iter()).all(|(f, v)| !f.required || !matches!(v, Val::Absent | Val::Null));
+    let complete = schema.fields.iter().zip(vals.iter()).all(|(f, v)| !f.required || *v != Val::Null);
     complete.then_some(())
 }
 
 struct Object<'s, 'v, 'de> {
     fields: &'s [FieldSpec],
+    unknown: Unknown,
     vals: &'v mut Vec<Val<'de>>,
 }
 
@@ -70,11 +84,12 @@ impl<'de> Visitor<'de> for Object<'_, '_, 'de> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(at) = map.next_key_seed(Key(self.fields))? {
-            match at {
-                Some(i) => self.vals[i] = map.next_value_seed(Field(&self.fields[i].kind))?,
-                None => {
+            match (at, self.unknown) {
+                (Some(i), _) => self.vals[i] = map.next_value_seed(Field(&self.fields[i].kind))?,
+                (None, Unknown::Skip) => {
                     map.next_value::<IgnoredAny>()?;
                 }
+                (None, Unknown::Decline) => return Err(de::Error::custom("a key that names no field")),
             }
         }
         Ok(())
@@ -190,7 +205,7 @@ mod tests {
     /// reads must be what the `Value` path reads.
     fn agree(schema: &EventSchema, bytes: &[u8]) -> bool {
         let mut vals = Vec::new();
-        let fast = row(schema, bytes, &mut vals);
+        let fast = row(schema, bytes, Unknown::Skip, &mut vals);
         let full = super::super::json::row(schema, bytes);
         match (fast, full) {
             (Some(()), Ok(cells)) => {
@@ -249,6 +264,17 @@ mod tests {
         for text in &declined {
             assert!(!agree(deploy, text.as_bytes()), "read: {text}");
         }
+    }
+
+    #[test]
+    fn a_detected_payload_is_declined_at_its_first_unknown_key() {
+        let catalog = Catalog::builtin().unwrap();
+        let deploy = catalog.event(Topic::Deploy);
+        let mut vals = Vec::new();
+        assert!(row(deploy, DEPLOY.as_bytes(), Unknown::Decline, &mut vals).is_some());
+        let extra = DEPLOY.replacen('{', r#"{"repository":{"full_name":"acme/payments"},"#, 1);
+        assert!(row(deploy, extra.as_bytes(), Unknown::Skip, &mut vals).is_some());
+        assert!(row(deploy, extra.as_bytes(), Unknown::Decline, &mut vals).is_none());
     }
 
     /// What lets a detected-format payload take this path: one it reads

@@ -151,6 +151,13 @@ impl Cell {
 /// Kafka record headers, in order: name and value (None for a null value).
 pub type Headers = Vec<(String, Option<Vec<u8>>)>;
 
+/// What one decoder call has kept and rejected so far.
+struct Rows {
+    builder: BatchBuilder,
+    rejects: Vec<Reject>,
+    max_time: Vec<(i32, i64)>,
+}
+
 /// A message as the decoder sees it: payload, headers and Kafka coordinates.
 #[derive(Clone, Copy, Debug)]
 pub struct RawMessage<'a> {
@@ -292,41 +299,21 @@ impl Decoder {
     }
 
     fn decode_in_line(&self, messages: &[RawMessage<'_>], now_ms: i64) -> Decoded {
-        let mut builder = BatchBuilder::new(&self.schema);
-        let mut rejects = Vec::new();
-        let mut max_time: Vec<(i32, i64)> = Vec::new();
+        let mut out = Rows { builder: BatchBuilder::new(&self.schema), rejects: Vec::new(), max_time: Vec::new() };
         let mut ignored = 0;
         let mut slots = Vec::new();
         let mut vals = Vec::new();
         let mut current = None;
         for &m in messages {
-            if let Some(bytes) = self.json_payload(m.payload) {
-                if json_fast::row(&self.schema, bytes, &mut vals).is_some() {
-                    let json_fast::Val::Long(t) = vals[self.schema.time_index] else {
-                        unreachable!("event_time is a required timestamp")
-                    };
-                    match self.check_time(t, now_ms) {
-                        Ok(()) => {
-                            note_max(&mut max_time, m.partition, t);
-                            builder.push_each(vals.iter().map(json_fast::Val::slot), m.partition, m.offset);
-                        }
-                        Err(error) => rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
-                    }
+            if let Some((bytes, unknown)) = self.json_payload(m.payload) {
+                if json_fast::row(&self.schema, bytes, unknown, &mut vals).is_some() {
+                    self.keep_fast(&mut out, vals.iter().map(json_fast::Val::slot), m, now_ms);
                     continue;
                 }
             }
             if let Some((plan, datum)) = self.fast_plan(m.payload, &mut current) {
                 if plan.read(datum, &mut slots).is_some() {
-                    let fast::Slot::Long(t) = slots[self.schema.time_index] else {
-                        unreachable!("event_time is a required timestamp")
-                    };
-                    match self.check_time(t, now_ms) {
-                        Ok(()) => {
-                            note_max(&mut max_time, m.partition, t);
-                            builder.push_slots(&slots, m.partition, m.offset);
-                        }
-                        Err(error) => rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
-                    }
+                    self.keep_fast(&mut out, slots.iter().copied(), m, now_ms);
                     continue;
                 }
             }
@@ -338,28 +325,53 @@ impl Decoder {
                             Cell::Long(t) => t,
                             _ => unreachable!("event_time is checked to be a timestamp"),
                         };
-                        note_max(&mut max_time, m.partition, t);
-                        builder.push(row, m.partition, m.offset);
+                        note_max(&mut out.max_time, m.partition, t);
+                        out.builder.push(row, m.partition, m.offset);
                     }
                 }
-                Err(error) => rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
+                Err(error) => out.rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
             }
         }
-        Decoded { batch: builder.finish(), rejects, max_time, ignored }
+        Decoded { batch: out.builder.finish(), rejects: out.rejects, max_time: out.max_time, ignored }
     }
 
-    /// A payload the direct JSON path may read: JSON by configuration, or
-    /// by its first byte when the format is detected. A detected payload it
-    /// reads has `event_id` and `event_time` (required in every canonical
-    /// schema), which is what makes `native::detect` call it canonical.
-    fn json_payload<'p>(&self, payload: Option<&'p [u8]>) -> Option<&'p [u8]> {
-        let bytes = payload.filter(|p| !p.is_empty() && p.len() <= self.max_bytes)?;
-        let json = match self.format {
-            Format::Json => true,
-            Format::Auto => bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
-            _ => false,
+    /// Keeps a row a fast path read, or rejects it if its event time is out
+    /// of bounds.
+    fn keep_fast<'s>(
+        &self,
+        out: &mut Rows,
+        row: impl Iterator<Item = fast::Slot<'s>> + Clone,
+        m: RawMessage<'_>,
+        now_ms: i64,
+    ) {
+        let Some(fast::Slot::Long(t)) = row.clone().nth(self.schema.time_index) else {
+            unreachable!("event_time is a required timestamp")
         };
-        json.then_some(bytes)
+        match self.check_time(t, now_ms) {
+            Ok(()) => {
+                note_max(&mut out.max_time, m.partition, t);
+                out.builder.push_each(row, m.partition, m.offset);
+            }
+            Err(error) => out.rejects.push(Reject { partition: m.partition, offset: m.offset, error }),
+        }
+    }
+
+    /// A payload the direct JSON path may read, and what it does with keys
+    /// that name no field: JSON by configuration (skipped), or by its first
+    /// byte when the format is detected. A detected payload is declined at
+    /// its first unknown key, so a tool's own payload costs a few bytes of
+    /// reading before `native::detect` judges it; one read whole has
+    /// `event_id` and `event_time` (required in every canonical schema),
+    /// which is what makes `native::detect` call it canonical.
+    fn json_payload<'p>(&self, payload: Option<&'p [u8]>) -> Option<(&'p [u8], json_fast::Unknown)> {
+        let bytes = payload.filter(|p| !p.is_empty() && p.len() <= self.max_bytes)?;
+        match self.format {
+            Format::Json => Some((bytes, json_fast::Unknown::Skip)),
+            Format::Auto if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
+                Some((bytes, json_fast::Unknown::Decline))
+            }
+            _ => None,
+        }
     }
 
     /// The compiled plan and the datum of an Avro payload the fast path may
