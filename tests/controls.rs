@@ -255,3 +255,57 @@ async fn a_lookup_is_shared_only_by_the_same_due_keys() {
     assert_eq!(found, [(0, "d1", "builds 1"), (1, "d2", "builds 2"), (2, "d1", "builds 1")]);
     assert!(evaluations.iter().all(|e| e.read_in_part == 1), "ci must be read by key");
 }
+
+/// The evidence record names the grant active at the deploy: not a later
+/// grant's role that sorts last, not a grant revoked before the deploy,
+/// not a grant that had expired.
+#[tokio::test]
+async fn evidence_names_the_grant_active_at_the_deploy() {
+    use vigil::config::{Config, RawConfig};
+    use vigil::decode::{Format, RawMessage};
+    use vigil::engine::Engine;
+    use vigil::schema::Topic;
+    let mut raw = RawConfig::default();
+    raw.identities.insert("carol".into(), vec!["carol@acme.example".into()]);
+    for topic in Topic::ALL {
+        raw.formats.insert(topic.name().to_string(), Format::Json);
+    }
+    let mut engine = Engine::new(&Config::validate(raw).unwrap(), &builtin_sources()).await.unwrap();
+    let now = vigil::pipeline::wall_ms();
+    // Two days back: past the evidence deadline (24h15m).
+    let t = now - 2 * 86_400_000;
+    let access = |id: &str, at: i64, action: &str, role: &str, expires: Option<i64>| {
+        serde_json::json!({"event_id": id, "event_time": at, "action": action, "principal": "carol",
+            "environment": "production", "role": role, "granted_by": "it", "change_id": null, "expires_at": expires})
+        .to_string()
+    };
+    let events = [
+        // "deployer" is active: granted, revoked, granted again.
+        access("a1", t - 9_000_000, "granted", "deployer", None),
+        access("a2", t - 8_000_000, "revoked", "deployer", None),
+        access("a3", t - 7_000_000, "granted", "deployer", None),
+        // "zz-admin" (sorts after "deployer") was revoked before the deploy.
+        access("a4", t - 6_000_000, "granted", "zz-admin", None),
+        access("a5", t - 5_000_000, "revoked", "zz-admin", None),
+        // "zz-reader" had expired by the deploy.
+        access("a6", t - 4_000_000, "granted", "zz-reader", Some(t - 1)),
+    ];
+    let raw: Vec<RawMessage> =
+        events.iter().enumerate().map(|(i, e)| RawMessage::new(Some(e.as_bytes()), 0, i as i64)).collect();
+    engine.ingest(Topic::Access, raw, now).await.unwrap();
+    let deploy = serde_json::json!({"event_id": "d1", "event_time": t, "deploy_id": "dep-1", "service": "payments",
+        "environment": "production", "commit_sha": "c0ffee", "artifact_digest": null, "actor": "carol@acme.example",
+        "automated": false, "change_id": null, "status": "succeeded"})
+    .to_string();
+    engine.ingest(Topic::Deploy, [RawMessage::new(Some(deploy.as_bytes()), 0, 0)], now).await.unwrap();
+    let evaluations = engine.decide(now).await.unwrap();
+    let controls = engine.controls.controls();
+    let findings: Vec<_> =
+        evaluations.iter().filter(|e| controls[e.control].meta.evidence).flat_map(|e| &e.findings).collect();
+    assert_eq!(findings.len(), 1, "one evidence record for dep-1");
+    let record = vigil::evidence::record_of(findings[0]).unwrap();
+    assert_eq!(record.access_grant.as_deref(), Some("deployer granted a3"));
+    // AC-01 agrees: the deploy held access.
+    let ac01 = evaluations.iter().find(|e| controls[e.control].meta.id == "AC-01").unwrap();
+    assert!(ac01.findings.is_empty(), "{:?}", ac01.findings);
+}

@@ -10,7 +10,8 @@
 --
 -- One row per deploy: the trace from the deploy back to its commit, pull
 -- request and reviewers, test runs, scans and builds of the commit, the
--- change request and who approved it when, and the deployer's access grant.
+-- change request and who approved it when, and the deployer's access grant
+-- active at the deploy.
 -- Columns named `subject:<CONTROL>` tell which subject of that control
 -- concerns this deploy; the processor adds every control's outcome.
 WITH d AS (
@@ -52,12 +53,26 @@ approval AS (
         ON c.change_id = d.change_id AND c.event_time <= d.event_time
     GROUP BY d.deploy_id
 ),
-grants AS (
-    SELECT d.deploy_id, max(concat(a.role, ' ', a.action, ' ', a.event_id)) AS access_grant
+-- The grant active at the deploy, read per role as AC-01 does: the role's
+-- latest unexpired grant, unless a revocation or expiry came at or after it.
+grant_role AS (
+    SELECT d.deploy_id,
+           max(CASE WHEN a.action IN ('granted', 'elevated')
+                     AND (a.expires_at IS NULL OR a.expires_at > d.event_time) THEN a.event_time END) AS granted_at,
+           max(CASE WHEN a.action IN ('revoked', 'expired') THEN a.event_time END) AS ended_at,
+           last_value(concat(a.role, ' ', a.action, ' ', a.event_id) ORDER BY a.event_time)
+               FILTER (WHERE a.action IN ('granted', 'elevated')
+                       AND (a.expires_at IS NULL OR a.expires_at > d.event_time)) AS access_grant
     FROM d JOIN access a
         ON principal(a.principal) = principal(d.actor) AND a.environment = d.environment
-        AND a.action IN ('granted', 'elevated') AND a.event_time <= d.event_time
-    GROUP BY d.deploy_id
+        AND a.event_time <= d.event_time
+    GROUP BY d.deploy_id, a.role
+),
+grants AS (
+    SELECT deploy_id, max(access_grant) AS access_grant
+    FROM grant_role
+    WHERE granted_at IS NOT NULL AND (ended_at IS NULL OR ended_at < granted_at)
+    GROUP BY deploy_id
 )
 SELECT
     d.deploy_id AS subject,
