@@ -4,7 +4,7 @@
 //! The built-in evidence query (`queries/evidence/deploy.sql`, planned and
 //! scheduled like a control with `-- record: evidence`) gathers the trace —
 //! commit, pull request and reviewers, CI runs, change request and its
-//! approver, the deployer's access grant. The processor adds every control's
+//! approver, the access grant the deployer held at the deploy. The processor adds every control's
 //! outcome for the deploy (violation, pass, or not applicable) and chains
 //! the records: each carries its partition, its sequence number there, the
 //! previous record's hash and its own hash, sha-256 over the previous hash
