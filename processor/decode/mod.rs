@@ -12,6 +12,7 @@
 
 mod avro;
 mod builder;
+mod error;
 mod fast;
 mod json;
 mod json_fast;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use datafusion::arrow::record_batch::RecordBatch;
 
 pub use avro::{confluent_frame, confluent_header, SchemaResolver};
+pub use error::DecodeError;
 
 use crate::native::{NativeConfig, NativeFormat, Payload};
 use crate::schema::EventSchema;
@@ -69,60 +71,6 @@ impl std::str::FromStr for Format {
 impl<'de> serde::Deserialize<'de> for Format {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Why a payload could not be read. Every variant is bad data.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum DecodeError {
-    #[error("empty payload (a tombstone or a producer bug); the event needs a body")]
-    Empty,
-    #[error("payload of {size} bytes exceeds decode.max_message_bytes ({max}); split the event or raise the limit")]
-    Oversize { size: usize, max: usize },
-    #[error("payload starts with byte {0:#04x}, neither `{{` (JSON) nor 0 (Confluent Avro); set the topic's format in the config if it is plain Avro")]
-    UnknownEncoding(u8),
-    #[error("Avro payload shorter than the 5-byte Confluent header ({0} bytes)")]
-    ShortHeader(usize),
-    #[error("unknown schema id {0}: not in schemas/ids.toml and not known to the schema registry; register the writer schema")]
-    UnknownSchemaId(u32),
-    #[error("schema id {id}: {reason}")]
-    BadWriterSchema { id: u32, reason: String },
-    #[error("invalid Avro datum ({0}); the payload is truncated or was written with another schema")]
-    Avro(String),
-    #[error("{0} trailing bytes after the Avro datum; the payload was written with another schema")]
-    TrailingBytes(usize),
-    #[error("invalid JSON: {0}")]
-    Json(String),
-    #[error("expected a JSON object, found {0}")]
-    NotAnObject(&'static str),
-    #[error("field `{field}` is missing or null; it is required")]
-    Missing { field: String },
-    #[error("field `{field}` should be {expected}, found {found}")]
-    WrongType { field: String, expected: String, found: String },
-    #[error("field `{field}` has unknown value `{value}`; expected one of {allowed}")]
-    UnknownSymbol { field: String, value: String, allowed: String },
-    #[error("field `{field}` = {value} is outside the accepted range ({bounds}); check the producer's clock and time unit (milliseconds)")]
-    TimeOutOfRange { field: String, value: String, bounds: String },
-    #[error("cannot map the payload onto a canonical event: {0}")]
-    Unmappable(String),
-}
-
-impl DecodeError {
-    /// A short, bounded label for metrics and dead-letter headers.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DecodeError::Empty => "empty",
-            DecodeError::Oversize { .. } => "oversize",
-            DecodeError::UnknownEncoding(_) | DecodeError::ShortHeader(_) => "encoding",
-            DecodeError::UnknownSchemaId(_) | DecodeError::BadWriterSchema { .. } => "schema",
-            DecodeError::Avro(_) | DecodeError::TrailingBytes(_) => "avro",
-            DecodeError::Json(_) | DecodeError::NotAnObject(_) => "json",
-            DecodeError::Missing { .. } => "missing_field",
-            DecodeError::WrongType { .. } => "wrong_type",
-            DecodeError::UnknownSymbol { .. } => "unknown_symbol",
-            DecodeError::TimeOutOfRange { .. } => "event_time",
-            DecodeError::Unmappable(_) => "unmappable",
-        }
     }
 }
 
@@ -364,14 +312,18 @@ impl Decoder {
     /// `event_id` and `event_time` (required in every canonical schema),
     /// which is what makes `native::detect` call it canonical.
     fn json_payload<'p>(&self, payload: Option<&'p [u8]>) -> Option<(&'p [u8], json_fast::Unknown)> {
-        let bytes = payload.filter(|p| !p.is_empty() && p.len() <= self.max_bytes)?;
+        let bytes = self.fast_readable(payload)?;
         match self.format {
             Format::Json => Some((bytes, json_fast::Unknown::Skip)),
-            Format::Auto if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
-                Some((bytes, json_fast::Unknown::Decline))
-            }
+            Format::Auto if first_byte(bytes) == Some(b'{') => Some((bytes, json_fast::Unknown::Decline)),
             _ => None,
         }
+    }
+
+    /// A payload a fast path may read: not empty, within the size limit
+    /// (the general path words the error for anything else).
+    fn fast_readable<'p>(&self, payload: Option<&'p [u8]>) -> Option<&'p [u8]> {
+        payload.filter(|p| !p.is_empty() && p.len() <= self.max_bytes)
     }
 
     /// The compiled plan and the datum of an Avro payload the fast path may
@@ -381,7 +333,7 @@ impl Decoder {
         payload: Option<&'p [u8]>,
         current: &'c mut Option<(u32, Option<Arc<fast::Plan>>)>,
     ) -> Option<(&'c fast::Plan, &'p [u8])> {
-        let bytes = payload.filter(|p| !p.is_empty() && p.len() <= self.max_bytes)?;
+        let bytes = self.fast_readable(payload)?;
         match self.format {
             Format::AvroPlain => {
                 *current = Some((u32::MAX, self.plain.clone()));
@@ -426,7 +378,7 @@ impl Decoder {
                 let value = json::parse(bytes)?;
                 return self.native_rows(native, Payload { value: &value, headers }, now_ms);
             }
-            Format::Auto => match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Format::Auto => match first_byte(bytes) {
                 Some(b'{') => {
                     let value = json::parse(bytes)?;
                     let payload = Payload { value: &value, headers };
@@ -487,6 +439,12 @@ impl Decoder {
 }
 
 /// Raises `partition`'s highest event time to `t`.
+/// The first byte of a payload that is not JSON whitespace: `{` or 0
+/// tells JSON from Confluent Avro under `auto`.
+fn first_byte(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
 fn note_max(max_time: &mut Vec<(i32, i64)>, partition: i32, t: i64) {
     match max_time.iter_mut().find(|(p, _)| *p == partition) {
         Some((_, max)) => *max = (*max).max(t),
