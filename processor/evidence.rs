@@ -41,6 +41,8 @@ pub struct EvidenceRecord {
     pub change_approver: Option<String>,
     pub change_approved_at: Option<i64>,
     pub change_type: Option<String>,
+    /// `repo#number`, or `repo#commit` for a merge without a number: the
+    /// subject SOD-01 files it under.
     pub pull_request: Option<String>,
     pub pr_author: Option<String>,
     pub merged_by: Option<String>,

@@ -309,3 +309,44 @@ async fn evidence_names_the_grant_active_at_the_deploy() {
     let ac01 = evaluations.iter().find(|e| controls[e.control].meta.id == "AC-01").unwrap();
     assert!(ac01.findings.is_empty(), "{:?}", ac01.findings);
 }
+
+/// The evidence record names a pull request as SOD-01 does, so that a
+/// violation of SOD-01 links to the deploy's evidence: a merge without a
+/// number (a squash pushed by a tool) by its commit.
+#[tokio::test]
+async fn evidence_names_a_merge_without_a_number_as_sod01_does() {
+    use vigil::config::{Config, RawConfig};
+    use vigil::decode::{Format, RawMessage};
+    use vigil::engine::Engine;
+    use vigil::schema::Topic;
+    let mut raw = RawConfig::default();
+    for topic in Topic::ALL {
+        raw.formats.insert(topic.name().to_string(), Format::Json);
+    }
+    let mut engine = Engine::new(&Config::validate(raw).unwrap(), &builtin_sources()).await.unwrap();
+    let now = vigil::pipeline::wall_ms();
+    let t = now - 2 * 86_400_000;
+    let merge = serde_json::json!({"event_id": "m1", "event_time": t - 60_000, "kind": "pr_merged",
+        "service": "payments", "repo": "acme/payments", "commit_sha": "c0ffee", "pr_number": null, "actor": "alice-gh",
+        "author": "alice-gh"})
+    .to_string();
+    engine.ingest(Topic::Ci, [RawMessage::new(Some(merge.as_bytes()), 0, 0)], now).await.unwrap();
+    let deploy = serde_json::json!({"event_id": "d1", "event_time": t, "deploy_id": "dep-1", "service": "payments",
+        "environment": "production", "commit_sha": "c0ffee", "artifact_digest": null, "actor": "svc-deploybot",
+        "automated": true, "change_id": null, "status": "succeeded"})
+    .to_string();
+    engine.ingest(Topic::Deploy, [RawMessage::new(Some(deploy.as_bytes()), 0, 0)], now).await.unwrap();
+    let evaluations = engine.decide(now).await.unwrap();
+    let controls = engine.controls.controls();
+    let of = |pick: &dyn Fn(&vigil::controls::Control) -> bool| -> Vec<_> {
+        evaluations.iter().filter(|e| pick(&controls[e.control])).flat_map(|e| &e.findings).collect()
+    };
+    let sod01 = of(&|c| c.meta.id == "SOD-01");
+    assert_eq!(sod01.len(), 1, "the merge had no review: {sod01:?}");
+    assert_eq!(sod01[0].subject, "acme/payments#c0ffee");
+    let evidence = of(&|c| c.meta.evidence);
+    assert_eq!(evidence.len(), 1, "one evidence record for dep-1");
+    assert_eq!(vigil::evidence::related_subject(evidence[0], "SOD-01").as_deref(), Some("acme/payments#c0ffee"));
+    let record = vigil::evidence::record_of(evidence[0]).unwrap();
+    assert_eq!(record.pull_request.as_deref(), Some("acme/payments#c0ffee"));
+}

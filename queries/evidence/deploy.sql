@@ -19,7 +19,7 @@ WITH d AS (
 ),
 merge AS (
     SELECT d.deploy_id,
-           max(concat(m.repo, '#', CAST(m.pr_number AS VARCHAR))) AS pull_request,
+           max(concat(m.repo, '#', coalesce(CAST(m.pr_number AS VARCHAR), m.commit_sha))) AS pull_request,
            max(m.repo) AS repo, max(m.pr_number) AS pr_number,
            max(m.author) AS pr_author, max(m.actor) AS merged_by
     FROM d JOIN ci m
@@ -96,6 +96,7 @@ SELECT
     grants.access_grant,
     d._partition AS source_partition,
     concat(d.event_id, '@deploy/', d._partition, '/', d._offset) AS source,
+    -- Named as SOD-01 names it: a merge without a number by its commit.
     merge.pull_request AS "subject:SOD-01",
     d.change_id AS "subject:CM-03"
 FROM d
