@@ -4,8 +4,9 @@
 //! The built-in evidence query (`queries/evidence/deploy.sql`, planned and
 //! scheduled like a control with `-- record: evidence`) gathers the trace —
 //! commit, pull request and reviewers, CI runs, change request and its
-//! approver, the access grant the deployer held at the deploy. The processor adds every control's
-//! outcome for the deploy (violation, pass, or not applicable) and chains
+//! approver, the access grant the deployer held at the deploy. The
+//! processor adds every control's outcome for the deploy (violation, pass,
+//! or not applicable) and chains
 //! the records: each carries its partition, its sequence number there, the
 //! previous record's hash and its own hash, sha-256 over the previous hash
 //! and the record's canonical JSON (fields in declaration order, `hash`

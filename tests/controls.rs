@@ -256,21 +256,36 @@ async fn a_lookup_is_shared_only_by_the_same_due_keys() {
     assert!(evaluations.iter().all(|e| e.read_in_part == 1), "ci must be read by key");
 }
 
+/// An engine over the built-in catalogue reading JSON on every topic, with
+/// `identities` (principal, names) in its identity map.
+async fn json_engine(identities: &[(&str, &str)]) -> vigil::engine::Engine {
+    use vigil::config::{Config, RawConfig};
+    let mut raw = RawConfig::default();
+    for (principal, name) in identities {
+        raw.identities.insert(principal.to_string(), vec![name.to_string()]);
+    }
+    for topic in vigil::schema::Topic::ALL {
+        raw.formats.insert(topic.name().to_string(), vigil::decode::Format::Json);
+    }
+    vigil::engine::Engine::new(&Config::validate(raw).unwrap(), &builtin_sources()).await.unwrap()
+}
+
+/// A finished production deploy `dep-1` of commit `c0ffee` at `t`.
+fn production_deploy(t: i64, actor: &str, automated: bool) -> String {
+    serde_json::json!({"event_id": "d1", "event_time": t, "deploy_id": "dep-1", "service": "payments",
+        "environment": "production", "commit_sha": "c0ffee", "artifact_digest": null, "actor": actor,
+        "automated": automated, "change_id": null, "status": "succeeded"})
+    .to_string()
+}
+
 /// The evidence record names the grant active at the deploy: not a later
 /// grant's role that sorts last, not a grant revoked before the deploy,
 /// not a grant that had expired.
 #[tokio::test]
 async fn evidence_names_the_grant_active_at_the_deploy() {
-    use vigil::config::{Config, RawConfig};
-    use vigil::decode::{Format, RawMessage};
-    use vigil::engine::Engine;
+    use vigil::decode::RawMessage;
     use vigil::schema::Topic;
-    let mut raw = RawConfig::default();
-    raw.identities.insert("carol".into(), vec!["carol@acme.example".into()]);
-    for topic in Topic::ALL {
-        raw.formats.insert(topic.name().to_string(), Format::Json);
-    }
-    let mut engine = Engine::new(&Config::validate(raw).unwrap(), &builtin_sources()).await.unwrap();
+    let mut engine = json_engine(&[("carol", "carol@acme.example")]).await;
     let now = vigil::pipeline::wall_ms();
     // Two days back: past the evidence deadline (24h15m).
     let t = now - 2 * 86_400_000;
@@ -293,10 +308,7 @@ async fn evidence_names_the_grant_active_at_the_deploy() {
     let raw: Vec<RawMessage> =
         events.iter().enumerate().map(|(i, e)| RawMessage::new(Some(e.as_bytes()), 0, i as i64)).collect();
     engine.ingest(Topic::Access, raw, now).await.unwrap();
-    let deploy = serde_json::json!({"event_id": "d1", "event_time": t, "deploy_id": "dep-1", "service": "payments",
-        "environment": "production", "commit_sha": "c0ffee", "artifact_digest": null, "actor": "carol@acme.example",
-        "automated": false, "change_id": null, "status": "succeeded"})
-    .to_string();
+    let deploy = production_deploy(t, "carol@acme.example", false);
     engine.ingest(Topic::Deploy, [RawMessage::new(Some(deploy.as_bytes()), 0, 0)], now).await.unwrap();
     let evaluations = engine.decide(now).await.unwrap();
     let controls = engine.controls.controls();
@@ -315,15 +327,9 @@ async fn evidence_names_the_grant_active_at_the_deploy() {
 /// number (a squash pushed by a tool) by its commit.
 #[tokio::test]
 async fn evidence_names_a_merge_without_a_number_as_sod01_does() {
-    use vigil::config::{Config, RawConfig};
-    use vigil::decode::{Format, RawMessage};
-    use vigil::engine::Engine;
+    use vigil::decode::RawMessage;
     use vigil::schema::Topic;
-    let mut raw = RawConfig::default();
-    for topic in Topic::ALL {
-        raw.formats.insert(topic.name().to_string(), Format::Json);
-    }
-    let mut engine = Engine::new(&Config::validate(raw).unwrap(), &builtin_sources()).await.unwrap();
+    let mut engine = json_engine(&[]).await;
     let now = vigil::pipeline::wall_ms();
     let t = now - 2 * 86_400_000;
     let merge = serde_json::json!({"event_id": "m1", "event_time": t - 60_000, "kind": "pr_merged",
@@ -331,10 +337,7 @@ async fn evidence_names_a_merge_without_a_number_as_sod01_does() {
         "author": "alice-gh"})
     .to_string();
     engine.ingest(Topic::Ci, [RawMessage::new(Some(merge.as_bytes()), 0, 0)], now).await.unwrap();
-    let deploy = serde_json::json!({"event_id": "d1", "event_time": t, "deploy_id": "dep-1", "service": "payments",
-        "environment": "production", "commit_sha": "c0ffee", "artifact_digest": null, "actor": "svc-deploybot",
-        "automated": true, "change_id": null, "status": "succeeded"})
-    .to_string();
+    let deploy = production_deploy(t, "svc-deploybot", true);
     engine.ingest(Topic::Deploy, [RawMessage::new(Some(deploy.as_bytes()), 0, 0)], now).await.unwrap();
     let evaluations = engine.decide(now).await.unwrap();
     let controls = engine.controls.controls();

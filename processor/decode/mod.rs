@@ -438,13 +438,13 @@ impl Decoder {
     }
 }
 
-/// Raises `partition`'s highest event time to `t`.
 /// The first byte of a payload that is not JSON whitespace: `{` or 0
 /// tells JSON from Confluent Avro under `auto`.
 fn first_byte(bytes: &[u8]) -> Option<u8> {
     bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
+/// Raises `partition`'s highest event time to `t`.
 fn note_max(max_time: &mut Vec<(i32, i64)>, partition: i32, t: i64) {
     match max_time.iter_mut().find(|(p, _)| *p == partition) {
         Some((_, max)) => *max = (*max).max(t),
