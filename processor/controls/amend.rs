@@ -97,7 +97,7 @@ impl ControlSet {
             let to = hi.saturating_add(millis(control.meta.lookback));
             let keys = late_keys(&control.restricted, topic, late);
             let mut triggers = Vec::new();
-            for batch in &control.decided {
+            for batch in control.decided.batches() {
                 let rows = rows_between(batch, control.time_index, from, to).map_err(|e| control.run_error(e))?;
                 let rows = match rows {
                     Some(rows) if !keys.is_empty() => keyed(&rows, &keys).map_err(|e| control.run_error(e))?,
@@ -115,23 +115,18 @@ impl ControlSet {
     pub fn evict_decided(&mut self, watermark: i64) {
         for control in &mut self.controls {
             let horizon = watermark.saturating_sub(millis(control.meta.wait() + control.meta.lookback));
-            let time_index = control.time_index;
-            control.decided.retain(|b| max_time(b, time_index).is_some_and(|t| t >= horizon));
+            control.decided.forget_before(horizon);
         }
     }
 
     /// Decided trigger rows held for amendments, over all controls.
     pub fn decided_rows(&self) -> usize {
-        self.controls.iter().map(|c| c.decided.iter().map(RecordBatch::num_rows).sum::<usize>()).sum()
+        self.controls.iter().map(|c| c.decided.rows()).sum()
     }
 }
 
 fn times(batch: &RecordBatch, time_index: usize) -> Option<&TimestampMillisecondArray> {
     batch.column(time_index).as_any().downcast_ref::<TimestampMillisecondArray>()
-}
-
-fn max_time(batch: &RecordBatch, time_index: usize) -> Option<i64> {
-    times(batch, time_index)?.iter().flatten().max()
 }
 
 /// Appends `batch` to `state` unless a row of it is at or behind

@@ -63,17 +63,15 @@ impl ControlSet {
     pub async fn start(&mut self, state: &State, watermark: i64) -> Result<Running, ControlError> {
         let mut jobs = Vec::new();
         for (index, control) in self.controls.iter_mut().enumerate() {
-            let pending = std::mem::take(&mut control.pending);
-            let mut due = Vec::new();
-            for batch in &pending {
-                let (now, later) = control.split_due(batch, watermark)?;
-                due.extend(now);
-                control.pending.extend(later);
-            }
-            let late = std::mem::take(&mut control.late);
+            let mut pending = std::mem::take(&mut control.pending);
+            let due = control.take_due(&mut pending, watermark)?;
+            control.pending = pending;
+            let late = control.late.take_all();
             for (batches, late) in [(due, false), (late, true)] {
                 if batches.iter().any(|b| b.num_rows() > 0) {
-                    control.decided.extend(batches.iter().cloned());
+                    for batch in &batches {
+                        control.decided.push(batch.clone(), control.time_index).map_err(|e| control.run_error(e))?;
+                    }
                     jobs.push(Job { control: index, late, due: batches });
                 }
             }

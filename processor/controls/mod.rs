@@ -23,6 +23,7 @@ mod keys;
 mod meta;
 mod output;
 mod plan;
+mod queue;
 mod reuse;
 pub mod row;
 mod run;
@@ -33,9 +34,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch, TimestampMillisecondArray};
-use datafusion::arrow::compute::kernels::cmp::lt_eq;
-use datafusion::arrow::compute::{filter_record_batch, not};
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
@@ -50,7 +50,7 @@ pub use source::{builtin_evidence, builtin_sources, load_dir, ControlSource};
 use crate::identity::Identities;
 use crate::index::{KeyReader, KeySpec};
 use crate::schema::{Catalog, Topic};
-use crate::state::{min_offsets, without_partitions, SharedBatches, State};
+use crate::state::{SharedBatches, State};
 use output::findings_of;
 use plan::plan_each;
 
@@ -90,10 +90,10 @@ pub struct Control {
     time_index: usize,
     /// The state tables the query scans.
     reads: Vec<Topic>,
-    pending: Vec<RecordBatch>,
-    late: Vec<RecordBatch>,
+    pending: queue::Queue,
+    late: queue::Queue,
     /// Trigger rows already decided, kept for amendments (see `amend`).
-    decided: Vec<RecordBatch>,
+    decided: queue::Queue,
     /// State tables the query reads only through due keys.
     restricted: Vec<Restricted>,
     /// How long the last evaluation took: the costliest start first.
@@ -186,7 +186,7 @@ impl ControlSet {
     pub fn decided_values(&self, control: usize, column: &str) -> std::collections::HashSet<String> {
         use datafusion::arrow::array::{Array, StringArray};
         let mut out = std::collections::HashSet::new();
-        for batch in &self.controls[control].decided {
+        for batch in self.controls[control].decided.batches() {
             let Some(values) = batch.column_by_name(column) else { continue };
             let Some(values) = values.as_any().downcast_ref::<StringArray>() else { continue };
             out.extend(values.iter().flatten().map(str::to_string));
@@ -226,7 +226,10 @@ impl ControlSet {
                 continue;
             }
             for queue in [&mut control.pending, &mut control.late, &mut control.decided] {
-                *queue = queue.iter().filter_map(|b| without_partitions(b, &ps)).collect();
+                // Cannot fail: the rows kept were admitted before.
+                if let Err(e) = queue.drop_partitions(&ps, control.time_index) {
+                    tracing::warn!(control = %control.meta.id, error = %e, "dropping revoked triggers");
+                }
             }
         }
     }
@@ -246,18 +249,15 @@ impl ControlSet {
     pub fn low_water_offsets(&self) -> BTreeMap<(Topic, i32), i64> {
         let mut out = BTreeMap::new();
         for control in &self.controls {
-            for batch in control.pending.iter().chain(&control.late) {
-                for (p, o) in min_offsets(batch) {
-                    out.entry((control.meta.trigger, p)).and_modify(|m: &mut i64| *m = (*m).min(o)).or_insert(o);
-                }
-            }
+            control.pending.low_water(control.meta.trigger, &mut out);
+            control.late.low_water(control.meta.trigger, &mut out);
         }
         out
     }
 
     /// Trigger rows not yet decided, over all controls.
     pub fn pending_rows(&self) -> usize {
-        self.controls.iter().map(|c| c.pending.iter().chain(&c.late).map(RecordBatch::num_rows).sum::<usize>()).sum()
+        self.controls.iter().map(|c| c.pending.rows() + c.late.rows()).sum()
     }
 
     /// Offers new rows of `topic` to the controls it triggers. Rows whose
@@ -288,14 +288,14 @@ impl ControlSet {
             if rows.num_rows() == 0 {
                 continue;
             }
-            match watermark {
-                Some(w) => {
-                    let (late, on_time) = control.split_due(&rows, w)?;
-                    control.late.extend(late);
-                    control.pending.extend(on_time);
+            let mut admitted = queue::Queue::default();
+            admitted.push(rows, control.time_index).map_err(|e| control.run_error(e))?;
+            if let Some(w) = watermark {
+                for late in control.take_due(&mut admitted, w)? {
+                    control.late.push(late, control.time_index).map_err(|e| control.run_error(e))?;
                 }
-                None => control.pending.push(rows),
             }
+            control.pending.append(&mut admitted);
         }
         Ok(())
     }
@@ -332,19 +332,10 @@ impl Control {
         ControlError::Run { id: self.meta.id.clone(), message: e.to_string() }
     }
 
-    /// Splits rows into (decision time ≤ watermark, the rest).
-    fn split_due(
-        &self,
-        batch: &RecordBatch,
-        watermark: i64,
-    ) -> Result<(Option<RecordBatch>, Option<RecordBatch>), ControlError> {
+    /// Takes the rows of `queue` whose decision time (trigger time plus
+    /// the control's wait) the watermark has reached.
+    fn take_due(&self, queue: &mut queue::Queue, watermark: i64) -> Result<Vec<RecordBatch>, ControlError> {
         let cut = watermark.saturating_sub(crate::duration::millis(self.meta.wait()));
-        let times = batch.column(self.time_index);
-        let mask = lt_eq(times, &TimestampMillisecondArray::new_scalar(cut)).map_err(|e| self.run_error(e))?;
-        let non_empty = |b: RecordBatch| (b.num_rows() > 0).then_some(b);
-        let due = filter_record_batch(batch, &mask).map_err(|e| self.run_error(e))?;
-        let rest =
-            filter_record_batch(batch, &not(&mask).map_err(|e| self.run_error(e))?).map_err(|e| self.run_error(e))?;
-        Ok((non_empty(due), non_empty(rest)))
+        queue.take_until(cut, self.time_index).map_err(|e| self.run_error(e))
     }
 }

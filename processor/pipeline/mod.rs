@@ -235,6 +235,7 @@ impl Pipeline {
             }
         }
         let mut evidence_rows = Vec::new();
+        let deciding = Instant::now();
         if let Some(w) = watermark {
             for evaluation in self.controls.evaluate(&self.state, w).await? {
                 let control = &self.controls.controls()[evaluation.control];
@@ -265,7 +266,9 @@ impl Pipeline {
                 && seen.insert((d.source_topic.clone(), d.partition, d.offset))
         });
         let evidence = self.evidence_records(evidence_rows)?;
+        let publishing = Instant::now();
         self.sink.publish(&violations, &dead, &evidence).await?;
+        let published = publishing.elapsed();
         self.metrics.evidence_records.inc_by(evidence.len() as u64);
         for d in &dead {
             self.published.dead_lettered(&d.source_topic, d.partition, d.offset);
@@ -290,6 +293,13 @@ impl Pipeline {
             // would only replay a little more.
             tracing::warn!(error = %e, "offset commit failed; retrying next tick");
         }
+        tracing::debug!(
+            decide = ?(publishing - deciding),
+            publish = ?published,
+            tick = ?now.elapsed(),
+            violations = violations.len(),
+            "ticked"
+        );
         self.report(watermark, violations.len());
         Ok(())
     }
