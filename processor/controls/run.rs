@@ -89,8 +89,10 @@ impl Control {
         }
         let tables = Snapshots::take(&self.tables);
         if let Some(plan) = self.plans.bind(&tables)? {
+            tracing::trace!(control = %self.meta.id, signature = ?tables.signature(), "rebound");
             return Ok(plan);
         }
+        tracing::trace!(control = %self.meta.id, signature = ?tables.signature(), "planning");
         let plan = state.query_planner().create_physical_plan(&self.plan, &state).await?;
         self.plans.keep(&tables, &plan)?;
         Ok(plan)
