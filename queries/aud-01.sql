@@ -17,10 +17,11 @@ SELECT
            ' and reported no outcome within 1 hour') AS message,
     concat(s.event_id, '@deploy/', s._partition, '/', s._offset) AS evidence_trigger
 FROM due s
-LEFT JOIN deploy f
-    ON f.deploy_id = s.deploy_id
-    AND f.status IN ('succeeded', 'failed', 'rolled_back')
-    AND f.event_time >= s.event_time
-    AND f.event_time <= s._due_at
+WHERE NOT EXISTS (
+    SELECT 1 FROM deploy f
+    WHERE f.deploy_id = s.deploy_id
+        AND f.status IN ('succeeded', 'failed', 'rolled_back')
+        AND f.event_time >= s.event_time
+        AND f.event_time <= s._due_at
+)
 GROUP BY s.deploy_id, s.service, s.event_time, s.event_id, s._partition, s._offset
-HAVING count(f.event_id) = 0

@@ -9,6 +9,19 @@
 -- lookback: 30d
 -- violates: A production deploy whose artifact digest is missing, or is not the artifact of a successful CI build of the deployed commit at or before the deploy.
 -- remediation: Redeploy an artifact built by CI from the reviewed commit; investigate where the deployed artifact came from.
+-- Deploys with a matching build are most of them: they are set aside first
+-- (an anti join), and only the rest gather the commit's builds as evidence.
+WITH unbuilt AS (
+    SELECT * FROM due d
+    WHERE NOT EXISTS (
+        SELECT 1 FROM ci b
+        WHERE b.kind = 'build'
+            AND b.outcome = 'success'
+            AND b.commit_sha = d.commit_sha
+            AND b.artifact_digest = d.artifact_digest
+            AND b.event_time <= d.event_time
+    )
+)
 SELECT
     d.deploy_id AS subject,
     d.service,
@@ -21,16 +34,9 @@ SELECT
     END AS message,
     concat(d.event_id, '@deploy/', d._partition, '/', d._offset) AS evidence_trigger,
     array_agg(concat(c.event_id, '@ci/', c._partition, '/', c._offset)) FILTER (WHERE c.event_id IS NOT NULL) AS evidence_builds
-FROM due d
-LEFT JOIN ci b
-    ON b.kind = 'build'
-    AND b.outcome = 'success'
-    AND b.commit_sha = d.commit_sha
-    AND b.artifact_digest = d.artifact_digest
-    AND b.event_time <= d.event_time
+FROM unbuilt d
 LEFT JOIN ci c
     ON c.kind = 'build'
     AND c.commit_sha = d.commit_sha
     AND c.event_time <= d.event_time
 GROUP BY d.deploy_id, d.service, d.event_time, d.commit_sha, d.artifact_digest, d.event_id, d._partition, d._offset
-HAVING count(b.event_id) = 0

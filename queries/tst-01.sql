@@ -9,6 +9,18 @@
 -- lookback: 30d
 -- violates: A production deploy whose commit has no test run with outcome success at or before the deploy.
 -- remediation: Run the test suite on the deployed commit; if it fails, roll back or fix forward and record the result.
+-- Deploys with a passing test run are most of them: they are set aside first
+-- (an anti join), and only the rest gather the commit's test runs.
+WITH untested AS (
+    SELECT * FROM due d
+    WHERE NOT EXISTS (
+        SELECT 1 FROM ci t
+        WHERE t.commit_sha = d.commit_sha
+            AND t.kind = 'test'
+            AND t.outcome = 'success'
+            AND t.event_time <= d.event_time
+    )
+)
 SELECT
     d.deploy_id AS subject,
     d.service,
@@ -21,10 +33,9 @@ SELECT
     END AS message,
     concat(d.event_id, '@deploy/', d._partition, '/', d._offset) AS evidence_trigger,
     array_agg(concat(t.event_id, '@ci/', t._partition, '/', t._offset)) FILTER (WHERE t.event_id IS NOT NULL) AS evidence_tests
-FROM due d
+FROM untested d
 LEFT JOIN ci t
     ON t.commit_sha = d.commit_sha
     AND t.kind = 'test'
     AND t.event_time <= d.event_time
 GROUP BY d.deploy_id, d.service, d.event_time, d.commit_sha, d.event_id, d._partition, d._offset
-HAVING count(CASE WHEN t.outcome = 'success' THEN 1 END) = 0
