@@ -15,16 +15,16 @@ SELECT
     e.event_time,
     concat('elevated ', e.role, ' access of ', e.principal, ' to ', e.environment,
            ' was not revoked within 4 hours') AS message,
-    concat(e.event_id, '@access/', e._partition, '/', e._offset) AS evidence_trigger,
-    array_agg(concat(r.event_id, '@access/', r._partition, '/', r._offset)) FILTER (WHERE r.event_id IS NOT NULL) AS evidence_revocations
+    concat(e.event_id, '@access/', e._partition, '/', e._offset) AS evidence_trigger
 FROM due e
-LEFT JOIN access r
-    ON principal(r.principal) = principal(e.principal)
-    AND r.environment = e.environment
-    AND r.role = e.role
-    AND r.action IN ('revoked', 'expired')
-    AND r.event_time >= e.event_time
-    AND r.event_time <= e._due_at
-GROUP BY e.event_id, e.environment, e.event_time, e._due_at, e.role, e.principal, e.expires_at, e._partition, e._offset
-HAVING count(r.event_id) = 0
-    AND (e.expires_at IS NULL OR e.expires_at > e._due_at)
+WHERE (e.expires_at IS NULL OR e.expires_at > e._due_at)
+    AND NOT EXISTS (
+        SELECT 1 FROM access r
+        WHERE principal(r.principal) = principal(e.principal)
+            AND r.environment = e.environment
+            AND r.role = e.role
+            AND r.action IN ('revoked', 'expired')
+            AND r.event_time >= e.event_time
+            AND r.event_time <= e._due_at
+    )
+GROUP BY e.event_id, e.environment, e.event_time, e.role, e.principal, e._partition, e._offset
