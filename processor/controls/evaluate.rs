@@ -64,8 +64,9 @@ impl ControlSet {
         let mut jobs = Vec::new();
         for (index, control) in self.controls.iter_mut().enumerate() {
             let mut pending = std::mem::take(&mut control.pending);
-            let due = control.take_due(&mut pending, watermark)?;
+            let due = control.take_due(&mut pending, watermark);
             control.pending = pending;
+            let due = due?;
             let late = control.late.take_all();
             for (batches, late) in [(due, false), (late, true)] {
                 if batches.iter().any(|b| b.num_rows() > 0) {
