@@ -67,12 +67,11 @@ impl ControlSet {
             let due = control.take_due(&mut pending, watermark);
             control.pending = pending;
             let due = due?;
-            let late = control.late.take_all();
-            for (batches, late) in [(due, false), (late, true)] {
-                if batches.iter().any(|b| b.num_rows() > 0) {
-                    for batch in &batches {
-                        control.decided.push(batch.clone(), control.time_index).map_err(|e| control.run_error(e))?;
-                    }
+            let late = std::mem::take(&mut control.late);
+            for (mut queue, late) in [(due, false), (late, true)] {
+                if !queue.is_empty() {
+                    let batches: Vec<RecordBatch> = queue.batches().cloned().collect();
+                    control.decided.append(&mut queue);
                     jobs.push(Job { control: index, late, due: batches });
                 }
             }

@@ -291,9 +291,7 @@ impl ControlSet {
             let mut admitted = queue::Queue::default();
             admitted.push(rows, control.time_index).map_err(|e| control.run_error(e))?;
             if let Some(w) = watermark {
-                for late in control.take_due(&mut admitted, w)? {
-                    control.late.push(late, control.time_index).map_err(|e| control.run_error(e))?;
-                }
+                control.late.append(&mut control.take_due(&mut admitted, w)?);
             }
             control.pending.append(&mut admitted);
         }
@@ -334,7 +332,7 @@ impl Control {
 
     /// Takes the rows of `queue` whose decision time (trigger time plus
     /// the control's wait) the watermark has reached.
-    fn take_due(&self, queue: &mut queue::Queue, watermark: i64) -> Result<Vec<RecordBatch>, ControlError> {
+    fn take_due(&self, queue: &mut queue::Queue, watermark: i64) -> Result<queue::Queue, ControlError> {
         let cut = watermark.saturating_sub(crate::duration::millis(self.meta.wait()));
         queue.take_until(cut, self.time_index).map_err(|e| self.run_error(e))
     }

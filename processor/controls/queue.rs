@@ -58,27 +58,24 @@ impl Queue {
         self.batches.append(&mut other.batches);
     }
 
-    /// Takes out the rows whose trigger time is at or before `cut`.
-    pub(super) fn take_until(&mut self, cut: i64, time_index: usize) -> Result<Vec<RecordBatch>, ArrowError> {
-        let mut due = Vec::new();
+    /// Takes out the rows whose trigger time is at or before `cut`, as a
+    /// queue of their own: a batch wholly due moves with what was noted of
+    /// it.
+    pub(super) fn take_until(&mut self, cut: i64, time_index: usize) -> Result<Queue, ArrowError> {
+        let mut due = Queue::default();
         for queued in std::mem::take(&mut self.batches) {
             let (lo, hi) = queued.times;
             if hi <= cut {
-                due.push(queued.batch);
+                due.batches.push(queued);
             } else if lo > cut {
                 self.batches.push(queued);
             } else {
                 let (now, later) = split(&queued.batch, cut, time_index)?;
-                due.push(now);
+                due.push(now, time_index)?;
                 self.push(later, time_index)?;
             }
         }
         Ok(due)
-    }
-
-    /// Takes out every row.
-    pub(super) fn take_all(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.batches).into_iter().map(|q| q.batch).collect()
     }
 
     /// Forgets the batches whose every trigger time is before `horizon`.
@@ -125,11 +122,7 @@ impl Queue {
 
 /// Splits rows into (trigger time ≤ cut, the rest); a row with no time is
 /// in neither.
-pub(super) fn split(
-    batch: &RecordBatch,
-    cut: i64,
-    time_index: usize,
-) -> Result<(RecordBatch, RecordBatch), ArrowError> {
+fn split(batch: &RecordBatch, cut: i64, time_index: usize) -> Result<(RecordBatch, RecordBatch), ArrowError> {
     let times = batch.column(time_index);
     let mask = lt_eq(times, &TimestampMillisecondArray::new_scalar(cut))?;
     Ok((filter_record_batch(batch, &mask)?, filter_record_batch(batch, &not(&mask)?)?))
@@ -158,9 +151,9 @@ mod tests {
         RecordBatch::try_new(Arc::new(schema), vec![Arc::new(times), Arc::new(partitions), Arc::new(offsets)]).unwrap()
     }
 
-    fn times(batches: &[RecordBatch]) -> Vec<i64> {
-        let mut out: Vec<i64> = batches
-            .iter()
+    fn times(queue: &Queue) -> Vec<i64> {
+        let mut out: Vec<i64> = queue
+            .batches()
             .flat_map(|b| b.column(0).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap().values().to_vec())
             .collect();
         out.sort();
@@ -191,7 +184,7 @@ mod tests {
         queue.push(rows(&[(Some(10), 0, 1), (Some(20), 0, 2)]), 0).unwrap();
         queue.push(rows(&[(Some(5), 0, 3), (Some(40), 0, 4)]), 0).unwrap();
         queue.forget_before(21);
-        assert_eq!(times(&queue.take_all()), [5, 40]);
+        assert_eq!(times(&queue), [5, 40]);
     }
 
     #[test]
@@ -212,6 +205,6 @@ mod tests {
         let mut low = BTreeMap::new();
         queue.low_water(Topic::Ci, &mut low);
         assert_eq!(low, BTreeMap::from([((Topic::Ci, 0), 1)]));
-        assert_eq!(times(&queue.take_all()), [10]);
+        assert_eq!(times(&queue), [10]);
     }
 }

@@ -268,7 +268,7 @@ impl Pipeline {
         let evidence = self.evidence_records(evidence_rows)?;
         let publishing = Instant::now();
         self.sink.publish(&violations, &dead, &evidence).await?;
-        let published = publishing.elapsed();
+        let publish_took = publishing.elapsed();
         self.metrics.evidence_records.inc_by(evidence.len() as u64);
         for d in &dead {
             self.published.dead_lettered(&d.source_topic, d.partition, d.offset);
@@ -295,7 +295,7 @@ impl Pipeline {
         }
         tracing::debug!(
             decide = ?(publishing - deciding),
-            publish = ?published,
+            publish = ?publish_took,
             tick = ?now.elapsed(),
             violations = violations.len(),
             "ticked"
