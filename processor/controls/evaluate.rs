@@ -1,16 +1,18 @@
 //! Evaluating every control's due triggers at a watermark, the queries side
 //! by side.
 //!
-//! Controls are prepared one after another on the calling task: the lookups
-//! and the physical planning use the control's table slots, which are reset
-//! once the plan holds its snapshot. A lookup identical to one made earlier
-//! in the same evaluation (same table, key and key values: controls sharing
-//! a filter) takes that one's rows. Each prepared query then runs as a task
-//! of its own, at most one per core at a time, the costliest (by its last
+//! Controls are prepared one after another on the calling task: each
+//! looks its restricted reads' rows up and takes its snapshot of the tables
+//! it reads. A lookup identical to one made earlier in the same evaluation
+//! (same table, key and key values: controls sharing a filter) takes that
+//! one's rows. Each prepared query is then planned and run as a task of its
+//! own, at most one per core at a time, the costliest (by its last
 //! evaluation, else by its table scans) first so the slowest does not start
-//! last, on a runtime of their own. The results come back in control order,
-//! as if the controls had run one after another. A decision can be started
-//! ([`ControlSet::start`]) and collected later ([`ControlSet::finish`]):
+//! last, on a runtime of their own — planning, 2–40 ms a control when no
+//! kept plan fits, stays off the caller, which goes on ingesting. The
+//! results come back in control order, as if the controls had run one
+//! after another. A decision can be started ([`ControlSet::start`]) and
+//! collected later ([`ControlSet::finish`]):
 //! once started it reads nothing more of the state.
 
 use std::sync::{Arc, OnceLock};
@@ -86,7 +88,7 @@ impl ControlSet {
         for job in jobs {
             let control = &self.controls[job.control];
             let due_rows: usize = job.due.iter().map(RecordBatch::num_rows).sum();
-            let prepared = control.prepare(state, job.due, &mut lookups).await?;
+            let prepared = control.prepare(state, job.due, &mut lookups)?;
             let (setup, read_in_part) = (prepared.setup, prepared.read_in_part);
             let slots = slots.clone();
             // The semaphore is fair: the queries start in the order spawned.

@@ -37,9 +37,7 @@ use std::time::Duration;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::prelude::SessionContext;
 
 pub use amend::{append_on_time, Amendment};
 pub use docs::reference;
@@ -50,7 +48,7 @@ pub use source::{builtin_evidence, builtin_sources, load_dir, ControlSource};
 use crate::identity::Identities;
 use crate::index::{KeyReader, KeySpec};
 use crate::schema::{Catalog, Topic};
-use crate::state::{SharedBatches, State};
+use crate::state::State;
 use output::findings_of;
 use plan::plan_each;
 
@@ -78,12 +76,8 @@ pub struct Control {
     /// First 12 hex digits of the sha-256 of the SQL file.
     pub version: String,
     pub file: String,
-    ctx: SessionContext,
-    plan: LogicalPlan,
-    /// `plan` is optimized already: each run only plans it physically
-    /// (false where the SQL reads the clock, which optimizing fixes).
-    optimized: bool,
-    due: SharedBatches,
+    /// Plans each run of the query (see `run`).
+    planner: Arc<run::Planner>,
     /// The trigger topic's schema plus [`DUE_AT`].
     due_schema: SchemaRef,
     filter: Option<Arc<dyn PhysicalExpr>>,
@@ -101,10 +95,6 @@ pub struct Control {
     /// Table scans in the plan (the `due` table's too): before a control's
     /// first evaluation, the one with more scans starts first.
     scans: usize,
-    /// The tables the query reads: `due` and those in `reads`.
-    tables: Vec<Arc<table::LiveTable>>,
-    /// Physical plans kept for reuse (see `reuse`).
-    plans: reuse::PlanCache,
 }
 
 /// A state table a control reads only where its keys match the due rows'
@@ -113,7 +103,6 @@ struct Restricted {
     topic: Topic,
     /// One key per scan of the table.
     scans: Vec<ScanKey>,
-    only: table::Only,
 }
 
 /// The key a scan reads a table by, and where its wanted values come from.

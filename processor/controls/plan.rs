@@ -1,7 +1,7 @@
 //! Planning a control: its SQL against the state tables and its `due`
 //! table, once at start-up, with the restricted reads its plan allows.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::output::check_output;
 use super::reuse::PlanCache;
-use super::table::{self, LiveTable};
+use super::run::Planner;
+use super::table::LiveTable;
 use super::{keys, meta, Control, ControlError, ControlSource, KeyFrom, Restricted, ScanKey, DUE_AT};
 use crate::identity::Identities;
 use crate::index::{KeyPart, KeyReader, KeySpec};
@@ -65,22 +66,17 @@ async fn plan_one(
     config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
     let ctx = SessionContext::new_with_config(config);
     ctx.register_udf(identities.udf());
-    // Each state table gets its restriction slot now: the plan keeps the
-    // providers it is planned with.
-    let slots: [table::Only; 4] = Default::default();
-    let tables = Topic::ALL.map(|topic| {
-        let schema = catalog.event(topic).arrow.clone();
-        Arc::new(LiveTable::restricted(schema, state.table(topic), slots[topic.index()].clone()))
-    });
+    let tables =
+        Topic::ALL.map(|topic| Arc::new(LiveTable::new(catalog.event(topic).arrow.clone(), state.table(topic))));
     for topic in Topic::ALL {
         ctx.register_table(topic.name(), tables[topic.index()].clone()).map_err(|e| plan_err(e.to_string()))?;
     }
     let trigger = catalog.event(meta.trigger);
-    let due: SharedBatches = Arc::new(RwLock::new(Vec::new()));
     let mut due_fields: Vec<Field> = trigger.arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
     due_fields.push(Field::new(DUE_AT, DataType::Timestamp(TimeUnit::Millisecond, None), false));
     let due_schema = Arc::new(Schema::new(due_fields));
-    let due_table = Arc::new(LiveTable::new(due_schema.clone(), due.clone()));
+    // The due rows are pinned to this table for each run; it holds none.
+    let due_table = Arc::new(LiveTable::new(due_schema.clone(), SharedBatches::default()));
     ctx.register_table("due", due_table.clone()).map_err(|e| plan_err(e.to_string()))?;
     let plan = ctx.state().create_logical_plan(&source.sql).await.map_err(|e| match sql_line(&e) {
         Some(line) => ControlError::Sql { file: file.clone(), line, message: e.to_string() },
@@ -116,7 +112,7 @@ async fn plan_one(
     for r in keys::restrictions(&optimized) {
         let key = |key: &keys::Key| scan_key(catalog, r.topic, key, &due_schema, identities);
         let Some(scans) = r.scans.iter().map(key).collect::<Option<Vec<ScanKey>>>() else { continue };
-        restricted.push(Restricted { topic: r.topic, scans, only: slots[r.topic.index()].clone() });
+        restricted.push(Restricted { topic: r.topic, scans });
     }
     // Optimizing once serves every run, unless the query reads the clock
     // (the optimizer fixes `now()` to the time it runs).
@@ -129,10 +125,13 @@ async fn plan_one(
         meta,
         version,
         file,
-        ctx,
-        plan: if reads_clock { plan } else { optimized },
-        optimized: !reads_clock,
-        due,
+        planner: Arc::new(Planner::new(
+            ctx,
+            if reads_clock { plan } else { optimized },
+            !reads_clock,
+            read_tables,
+            PlanCache::new(planned_scans),
+        )),
         due_schema,
         filter,
         time_index: trigger.time_index,
@@ -143,8 +142,6 @@ async fn plan_one(
         restricted,
         last_cost: Duration::ZERO,
         scans,
-        tables: read_tables,
-        plans: PlanCache::new(planned_scans),
     })
 }
 

@@ -19,8 +19,6 @@ use datafusion::error::Result;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::table::LiveTable;
-
 /// Templates kept per control: one per combination of size classes met.
 const KEEP: usize = 8;
 
@@ -30,9 +28,14 @@ pub(super) struct Snapshots {
 }
 
 impl Snapshots {
-    /// Every table's rows as a scan would read them now.
-    pub(super) fn take(tables: &[Arc<LiveTable>]) -> Snapshots {
-        Snapshots { tables: tables.iter().map(|t| (t.schema_ref().clone(), t.snapshot())).collect() }
+    /// Each table's schema and the rows a run reads of it.
+    pub(super) fn new(tables: Vec<(SchemaRef, Vec<RecordBatch>)>) -> Snapshots {
+        Snapshots { tables }
+    }
+
+    /// Each table's rows, in the order given.
+    pub(super) fn rows_in_order(&self) -> impl Iterator<Item = &[RecordBatch]> {
+        self.tables.iter().map(|(_, rows)| rows.as_slice())
     }
 
     /// The tables without rows (what a template holds).

@@ -1,9 +1,10 @@
-//! One run of a control, in two halves. [`Control::prepare`] sets the due
-//! rows (with their decision time) and the restricted reads up, plans the
-//! query physically — the plan takes its snapshot of every table then, or a
-//! plan kept from a run over tables of the same sizes is rebound to it (see
-//! `reuse`) — and resets the tables; [`Prepared::execute`] runs that plan,
-//! on any thread, while the next control is prepared.
+//! One run of a control, in two halves. [`Control::prepare`], on the
+//! calling task, sets the due rows (with their decision time) up, looks the
+//! restricted reads' rows up and takes a snapshot of every table the query
+//! reads: the state may change once it returns. [`Prepared::execute`], on
+//! any thread, plans the query physically over that snapshot — or rebinds a
+//! plan kept from a run over tables of the same sizes (see `reuse`) — and
+//! runs it, while the caller goes on (the next control's lookups, ingest).
 //! [`Control::findings_of`] turns the result into findings.
 
 use std::sync::Arc;
@@ -11,23 +12,93 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, DurationMillisecondArray, RecordBatch};
 use datafusion::arrow::compute::kernels::numeric::add;
-use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
 
-use super::reuse::Snapshots;
+use super::reuse::{PlanCache, Snapshots};
+use super::table::LiveTable;
 use super::{findings_of, Control, ControlError, Finding, KeyFrom, Restricted};
 use crate::index::KeySpec;
 use crate::schema::Topic;
 use crate::state::State;
 
-/// A control's query planned over this run's rows, ready to execute.
+/// A control's query and what planning it physically needs.
+pub(super) struct Planner {
+    pub ctx: SessionContext,
+    plan: LogicalPlan,
+    /// `plan` is optimized already: each run only plans it physically
+    /// (false where the SQL reads the clock, which optimizing fixes).
+    optimized: bool,
+    /// The tables the query reads: `due`, then the state tables it reads,
+    /// each as registered with `ctx`.
+    tables: Vec<Arc<LiveTable>>,
+    /// Physical plans kept for reuse.
+    plans: PlanCache,
+    /// Held while a run's snapshot is pinned to `tables` for planning (a
+    /// control's due and late runs may be planned at once).
+    pinning: tokio::sync::Mutex<()>,
+}
+
+impl Planner {
+    pub(super) fn new(
+        ctx: SessionContext,
+        plan: LogicalPlan,
+        optimized: bool,
+        tables: Vec<Arc<LiveTable>>,
+        plans: PlanCache,
+    ) -> Planner {
+        Planner { ctx, plan, optimized, tables, plans, pinning: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The query planned over `snapshots`: a kept plan rebound to them when
+    /// there is one for their sizes (see `reuse`).
+    async fn physical_plan(&self, id: &str, snapshots: Snapshots) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        if self.optimized {
+            if let Some(plan) = self.plans.bind(&snapshots)? {
+                tracing::trace!(control = %id, signature = ?snapshots.signature(), "rebound");
+                return Ok(plan);
+            }
+            tracing::trace!(control = %id, signature = ?snapshots.signature(), "planning");
+        }
+        let planned = {
+            let _pinned = self.pinning.lock().await;
+            let pins = Pins(&self.tables);
+            for (table, rows) in self.tables.iter().zip(snapshots.rows_in_order()) {
+                table.pin(Some(rows.to_vec()));
+            }
+            let state = self.ctx.state();
+            let planned = match self.optimized {
+                true => state.query_planner().create_physical_plan(&self.plan, &state).await,
+                false => state.create_physical_plan(&self.plan).await,
+            };
+            drop(pins);
+            planned?
+        };
+        if self.optimized {
+            self.plans.keep(&snapshots, &planned)?;
+        }
+        Ok(planned)
+    }
+}
+
+/// Unpins the tables when dropped, planned or not.
+struct Pins<'a>(&'a [Arc<LiveTable>]);
+
+impl Drop for Pins<'_> {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|t| t.pin(None));
+    }
+}
+
+/// A control's run, its rows looked up, ready to plan and execute.
 pub(super) struct Prepared {
     id: String,
-    plan: Arc<dyn ExecutionPlan>,
-    task: Arc<TaskContext>,
+    planner: Arc<Planner>,
+    snapshots: Snapshots,
     /// State tables read only in part, through the due rows' keys.
     pub read_in_part: usize,
-    /// Time spent looking rows up and planning.
+    /// Time spent looking rows up.
     pub setup: Duration,
 }
 
@@ -39,14 +110,14 @@ impl Control {
         due: Vec<RecordBatch>,
         late: bool,
     ) -> Result<Vec<Finding>, ControlError> {
-        let prepared = self.prepare(state, due, &mut Lookups::default()).await?;
+        let prepared = self.prepare(state, due, &mut Lookups::default())?;
         let batches = prepared.execute().await.map_err(|e| self.run_error(e))?;
         self.findings_of(&batches, late)
     }
 
-    /// Plans this run of the query over `due`; the plan holds its own
-    /// snapshot of the tables, which are reset before this returns.
-    pub(super) async fn prepare(
+    /// Sets this run of the query over `due` up: its snapshot of every table
+    /// it reads, taken now.
+    pub(super) fn prepare(
         &self,
         state: &State,
         due: Vec<RecordBatch>,
@@ -62,40 +133,22 @@ impl Control {
             with_due_at.push(RecordBatch::try_new(self.due_schema.clone(), columns).map_err(|e| self.run_error(e))?);
         }
         let mut read_in_part = 0;
+        let mut only: [Option<Vec<RecordBatch>>; 4] = Default::default();
         for r in &self.restricted {
             let rows = rows_of(lookups, state, r, &with_due_at);
             read_in_part += usize::from(rows.is_some());
-            *r.only.write().unwrap_or_else(|p| p.into_inner()) = rows;
+            only[r.topic.index()] = rows;
         }
-        *self.due.write().unwrap_or_else(|p| p.into_inner()) = with_due_at;
-        let looked_up = started.elapsed();
-        let planned = self.physical_plan().await;
-        self.due.write().unwrap_or_else(|p| p.into_inner()).clear();
-        for r in &self.restricted {
-            *r.only.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let tables = &self.planner.tables;
+        let mut rows = Vec::with_capacity(tables.len());
+        rows.push(with_due_at);
+        for (topic, table) in self.reads.iter().zip(&tables[1..]) {
+            rows.push(only[topic.index()].take().unwrap_or_else(|| table.rows()));
         }
-        let plan = planned.map_err(|e| self.run_error(e))?;
+        let snapshots = Snapshots::new(tables.iter().map(|t| t.schema_ref().clone()).zip(rows).collect());
         let setup = started.elapsed();
-        tracing::trace!(control = %self.meta.id, lookup = ?looked_up, plan = ?(setup - looked_up), read_in_part, "prepared");
-        Ok(Prepared { id: self.meta.id.clone(), plan, task: self.ctx.task_ctx(), read_in_part, setup })
-    }
-
-    /// The query planned over this run's tables: a kept plan rebound to
-    /// them when there is one for their sizes (see `reuse`).
-    async fn physical_plan(&self) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let state = self.ctx.state();
-        if !self.optimized {
-            return state.create_physical_plan(&self.plan).await;
-        }
-        let tables = Snapshots::take(&self.tables);
-        if let Some(plan) = self.plans.bind(&tables)? {
-            tracing::trace!(control = %self.meta.id, signature = ?tables.signature(), "rebound");
-            return Ok(plan);
-        }
-        tracing::trace!(control = %self.meta.id, signature = ?tables.signature(), "planning");
-        let plan = state.query_planner().create_physical_plan(&self.plan, &state).await?;
-        self.plans.keep(&tables, &plan)?;
-        Ok(plan)
+        tracing::trace!(control = %self.meta.id, lookup = ?setup, read_in_part, "prepared");
+        Ok(Prepared { id: self.meta.id.clone(), planner: self.planner.clone(), snapshots, read_in_part, setup })
     }
 
     /// The findings in a run's result: one per subject (a query may join its
@@ -112,15 +165,17 @@ impl Control {
 }
 
 impl Prepared {
-    /// Runs the planned query. With `VIGIL_EXPLAIN=<control id>` the
-    /// physical plan and its metrics are printed to stderr after each run
-    /// (profiling).
+    /// Plans the query over the run's snapshot and runs it. With
+    /// `VIGIL_EXPLAIN=<control id>` the physical plan and its metrics are
+    /// printed to stderr after each run (profiling).
     pub(super) async fn execute(self) -> datafusion::error::Result<Vec<RecordBatch>> {
         let started = Instant::now();
-        let out = datafusion::physical_plan::collect(self.plan.clone(), self.task).await?;
-        tracing::debug!(control = %self.id, read_in_part = self.read_in_part, setup = ?self.setup, execute = ?started.elapsed(), "evaluated");
+        let plan = self.planner.physical_plan(&self.id, self.snapshots).await?;
+        let planned = started.elapsed();
+        let out = datafusion::physical_plan::collect(plan.clone(), self.planner.ctx.task_ctx()).await?;
+        tracing::debug!(control = %self.id, read_in_part = self.read_in_part, lookup = ?self.setup, plan = ?planned, execute = ?(started.elapsed() - planned), "evaluated");
         if std::env::var("VIGIL_EXPLAIN").ok().as_deref() == Some(self.id.as_str()) {
-            let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(self.plan.as_ref());
+            let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref());
             eprintln!("{} plan, with metrics:\n{}", self.id, shown.indent(true));
         }
         Ok(out)

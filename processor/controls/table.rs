@@ -1,7 +1,7 @@
 //! A table whose rows are read at scan time from a shared batch list, so a
 //! query planned once sees the current state every time it runs.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
@@ -19,28 +19,31 @@ use crate::state::SharedBatches;
 pub(super) struct LiveTable {
     schema: SchemaRef,
     batches: SharedBatches,
-    /// When set, the rows a run reads instead of `batches` (the rows its due
-    /// triggers' keys select; see `keys`).
-    only: Option<Only>,
+    /// While a run is planned, the rows it reads instead of `batches` (its
+    /// snapshot: the due rows, or the rows its keys select, see `keys`).
+    pinned: RwLock<Option<Vec<RecordBatch>>>,
 }
-
-/// The rows one run of a control reads from a table, when restricted.
-pub(super) type Only = Arc<std::sync::RwLock<Option<Vec<RecordBatch>>>>;
 
 impl LiveTable {
     pub(super) fn new(schema: SchemaRef, batches: SharedBatches) -> LiveTable {
-        LiveTable { schema, batches, only: None }
+        LiveTable { schema, batches, pinned: RwLock::new(None) }
     }
 
-    pub(super) fn restricted(schema: SchemaRef, batches: SharedBatches, only: Only) -> LiveTable {
-        LiveTable { schema, batches, only: Some(only) }
-    }
-
-    /// The rows a scan reads now: the run's restricted rows if set, else
-    /// the whole table.
+    /// The rows a scan reads now: the pinned rows if set, else the whole
+    /// table.
     pub(super) fn snapshot(&self) -> Vec<RecordBatch> {
-        let only = self.only.as_ref().and_then(|o| o.read().unwrap_or_else(|p| p.into_inner()).clone());
-        only.unwrap_or_else(|| self.batches.read().unwrap_or_else(|p| p.into_inner()).clone())
+        let pinned = self.pinned.read().unwrap_or_else(|p| p.into_inner()).clone();
+        pinned.unwrap_or_else(|| self.rows())
+    }
+
+    /// The whole table's rows now.
+    pub(super) fn rows(&self) -> Vec<RecordBatch> {
+        self.batches.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes scans read `rows` (`None`: the whole table again).
+    pub(super) fn pin(&self, rows: Option<Vec<RecordBatch>>) {
+        *self.pinned.write().unwrap_or_else(|p| p.into_inner()) = rows;
     }
 
     pub(super) fn schema_ref(&self) -> &SchemaRef {
