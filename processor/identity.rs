@@ -15,6 +15,7 @@
 //! itself, lower-cased and trimmed, so unmapped tools still compare equal
 //! when they spell a login the same way.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -69,8 +70,19 @@ impl Identities {
 
     /// The principal behind `name`.
     pub fn resolve(&self, name: &str) -> String {
+        self.principal(name).into_owned()
+    }
+
+    /// The principal behind `name`, borrowed where no allocation is needed:
+    /// a name already trimmed and lower-case ASCII, as most are, is its own
+    /// normal form (index keys are read from every row).
+    pub fn principal<'a>(&'a self, name: &'a str) -> Cow<'a, str> {
+        let trimmed = name.trim();
+        if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+            return Cow::Borrowed(self.aliases.get(trimmed).map_or(trimmed, String::as_str));
+        }
         let key = normalise(name);
-        self.aliases.get(&key).cloned().unwrap_or(key)
+        Cow::Owned(self.aliases.get(&key).cloned().unwrap_or(key))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,6 +171,8 @@ mod tests {
         assert_eq!(ids.resolve(" alice@acme.EXAMPLE "), "alice");
         assert_eq!(ids.resolve("alice"), "alice");
         assert_eq!(ids.resolve("Bob"), "bob");
+        assert_eq!(ids.resolve("ÅSA "), "åsa");
+        assert!(matches!(ids.principal("alice-gh"), Cow::Borrowed("alice")));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Int32Array, Int64Array, Timestam
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::identity::Identities;
-use crate::index::{KeyIndex, KeySpec, Wanted};
+use crate::index::{KeyColumns, KeyIndex, KeySpec, Wanted};
 use crate::schema::{EventSchema, Topic};
 
 /// A lookup wanting at least 1/WHOLE_TABLE_SHARE of a table's rows reads
@@ -139,7 +139,8 @@ impl State {
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
         let mut ids = Vec::new();
         for (index, wanted) in &picks {
-            let columns: Vec<Vec<&ArrayRef>> = batches.iter().map(|b| index.spec.columns(b)).collect();
+            let raw: Vec<Vec<&ArrayRef>> = batches.iter().map(|b| index.spec.columns(b)).collect();
+            let columns: Vec<KeyColumns<'_>> = raw.iter().map(|c| KeyColumns::of(c)).collect();
             for h in wanted.hashes() {
                 ids.clear();
                 index.candidates(h, &mut ids);

@@ -19,7 +19,7 @@ use datafusion::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
 
 use super::{ControlError, ControlSet, Finding, KeyFrom, Restricted};
 use crate::duration::millis;
-use crate::index::Wanted;
+use crate::index::{KeyColumns, Wanted};
 use crate::schema::Topic;
 use crate::state::State;
 
@@ -173,8 +173,8 @@ fn keyed(
     if keys.iter().flat_map(|(_, due)| due).any(|d| *d >= batch.num_columns()) {
         return Ok(Some(batch.clone())); // keyed by the decision time: no narrowing
     }
-    let columns: Vec<Vec<&ArrayRef>> =
-        keys.iter().map(|(_, due)| due.iter().map(|d| batch.column(*d)).collect()).collect();
+    let raw: Vec<Vec<&ArrayRef>> = keys.iter().map(|(_, due)| due.iter().map(|d| batch.column(*d)).collect()).collect();
+    let columns: Vec<KeyColumns<'_>> = raw.iter().map(|c| KeyColumns::of(c)).collect();
     let mask: BooleanArray =
         (0..batch.num_rows()).map(|row| Some(keys.iter().zip(&columns).any(|((w, _), c)| w.holds(c, row)))).collect();
     let rows = filter_record_batch(batch, &mask)?;
