@@ -208,6 +208,17 @@ impl Stepper {
     }
 }
 
+/// `bytes` as text if they are valid UTF-8. Most are ASCII (ids, names,
+/// digests), which one word-wise check settles, at a fraction of the cost
+/// of `from_utf8`'s validation of short strings.
+fn text(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
 struct Input<'a> {
     rest: &'a [u8],
 }
@@ -256,7 +267,7 @@ impl<'a> Input<'a> {
             Op::Long { int: false } => Slot::Long(self.long()?),
             Op::Str => {
                 let n = self.len()?;
-                Slot::Str(std::str::from_utf8(self.take(n)?).ok()?)
+                Slot::Str(text(self.take(n)?)?)
             }
             Op::Enum(symbols) => Slot::Symbol((*symbols.get(self.len()?)?)?),
             Op::Union(branches) => {
@@ -335,6 +346,14 @@ mod tests {
                 };
                 fast == slow.as_slot()
             })
+    }
+
+    #[test]
+    fn text_is_read_as_utf8_ascii_or_not() {
+        assert_eq!(text(b"dep-000123"), Some("dep-000123"));
+        assert_eq!(text("Åsa Öberg".as_bytes()), Some("Åsa Öberg"));
+        assert_eq!(text(&[b'a', 0xff]), None);
+        assert_eq!(text(&[0xc3]), None);
     }
 
     #[test]
