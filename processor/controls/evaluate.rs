@@ -1,24 +1,26 @@
 //! Evaluating every control's due triggers at a watermark, the queries side
 //! by side.
 //!
-//! Controls are prepared one after another on the calling task: each
-//! looks its restricted reads' rows up and takes its snapshot of the tables
-//! it reads. A lookup identical to one made earlier in the same evaluation
-//! (same table, key and key values: controls sharing a filter) takes that
-//! one's rows. Each prepared query is then planned and run as a task of its
-//! own, at most one per core at a time, the costliest (by its last
-//! evaluation, else by its table scans) first so the slowest does not start
-//! last, on a runtime of their own — planning, 2–40 ms a control when no
-//! kept plan fits, stays off the caller, which goes on ingesting. The
-//! results come back in control order, as if the controls had run one
-//! after another. A decision can be started ([`ControlSet::start`]) and
-//! collected later ([`ControlSet::finish`]):
+//! Controls are prepared side by side on every core (rayon) while the
+//! caller waits: each looks its restricted reads' rows up and takes its
+//! snapshot of the tables it reads — the state must not change meanwhile,
+//! and the queries' cores have nothing to run yet. A lookup identical to
+//! one made earlier in the same evaluation (same table, key and key values:
+//! controls sharing a filter) takes that one's rows. Each prepared query
+//! is then planned and run as a task of its own, at most one per core at a
+//! time, the costliest (by its last evaluation, else by its table scans)
+//! first so the slowest does not start last, on a runtime of their own —
+//! planning, 2–40 ms a control when no kept plan fits, stays off the
+//! caller, which goes on ingesting. The results come back in control order,
+//! as if the controls had run one after another. A decision can be started
+//! ([`ControlSet::start`]) and collected later ([`ControlSet::finish`]):
 //! once started it reads nothing more of the state.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
+use rayon::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -82,13 +84,22 @@ impl ControlSet {
             let control = &self.controls[j.control];
             std::cmp::Reverse((control.last_cost, control.scans))
         });
+        // The lookups, on every core: the caller waits for them (they read
+        // the state it is about to change), the queries' cores are idle.
+        let lookups = Lookups::default();
+        let controls = &self.controls;
+        let prepared: Vec<Result<_, ControlError>> = jobs
+            .into_par_iter()
+            .map(|job| {
+                let due_rows: usize = job.due.iter().map(RecordBatch::num_rows).sum();
+                let prepared = controls[job.control].prepare(state, job.due, &lookups)?;
+                Ok((job.control, job.late, due_rows, prepared))
+            })
+            .collect();
         let slots = Arc::new(Semaphore::new(crate::cores()));
-        let mut runs = Vec::with_capacity(jobs.len());
-        let mut lookups = Lookups::default();
-        for job in jobs {
-            let control = &self.controls[job.control];
-            let due_rows: usize = job.due.iter().map(RecordBatch::num_rows).sum();
-            let prepared = control.prepare(state, job.due, &mut lookups)?;
+        let mut runs = Vec::with_capacity(prepared.len());
+        for prepared in prepared {
+            let (control, late, due_rows, prepared) = prepared?;
             let (setup, read_in_part) = (prepared.setup, prepared.read_in_part);
             let slots = slots.clone();
             // The semaphore is fair: the queries start in the order spawned.
@@ -98,7 +109,7 @@ impl ControlSet {
                 let result = prepared.execute().await;
                 (result, started.elapsed())
             });
-            runs.push(Run { control: job.control, late: job.late, due_rows, setup, read_in_part, handle });
+            runs.push(Run { control, late, due_rows, setup, read_in_part, handle });
         }
         Ok(Running { runs })
     }

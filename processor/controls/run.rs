@@ -110,7 +110,7 @@ impl Control {
         due: Vec<RecordBatch>,
         late: bool,
     ) -> Result<Vec<Finding>, ControlError> {
-        let prepared = self.prepare(state, due, &mut Lookups::default())?;
+        let prepared = self.prepare(state, due, &Lookups::default())?;
         let batches = prepared.execute().await.map_err(|e| self.run_error(e))?;
         self.findings_of(&batches, late)
     }
@@ -121,7 +121,7 @@ impl Control {
         &self,
         state: &State,
         due: Vec<RecordBatch>,
-        lookups: &mut Lookups,
+        lookups: &Lookups,
     ) -> Result<Prepared, ControlError> {
         let started = Instant::now();
         let wait = DurationMillisecondArray::new_scalar(crate::duration::millis(self.meta.wait()));
@@ -185,10 +185,11 @@ impl Prepared {
 /// The lookups made in one evaluation, with their results: controls that
 /// share a filter have the same due rows, and several look the same table
 /// up by the same key (SEC-01, TST-01 and INT-01 read ci by the deploys'
-/// commits).
+/// commits). Controls prepared at once may both make a lookup neither
+/// found made; both rows are the same.
 #[derive(Default)]
 pub(super) struct Lookups {
-    made: Vec<Lookup>,
+    made: std::sync::Mutex<Vec<Lookup>>,
 }
 
 /// One lookup: its table, keys and key values, and the rows it found.
@@ -198,7 +199,7 @@ impl Lookups {
     /// [`State::lookup`], answered from an earlier identical lookup if
     /// there was one.
     fn lookup(
-        &mut self,
+        &self,
         state: &State,
         topic: Topic,
         scans: &[(&KeySpec, Vec<Vec<&ArrayRef>>)],
@@ -208,13 +209,14 @@ impl Lookups {
                 && keys.len() == scans.len()
                 && keys.iter().zip(values).zip(scans).all(|((k, v), (key, wanted))| k == *key && equal(v, wanted))
         };
-        if let Some((.., rows)) = self.made.iter().find(same) {
+        let made = || self.made.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((.., rows)) = made().iter().find(same) {
             return rows.clone();
         }
         let rows = state.lookup(topic, scans);
         let keys = scans.iter().map(|(key, _)| (*key).clone()).collect();
         let values = scans.iter().map(|(_, v)| v.iter().map(|c| c.iter().map(|a| (*a).clone()).collect()).collect());
-        self.made.push((topic, keys, values.collect(), rows.clone()));
+        made().push((topic, keys, values.collect(), rows.clone()));
         rows
     }
 }
@@ -229,7 +231,7 @@ fn equal(kept: &[Vec<ArrayRef>], wanted: &[Vec<&ArrayRef>]) -> bool {
 
 /// The rows of a restricted table that this run's due rows can use (`None`:
 /// all of them).
-fn rows_of(lookups: &mut Lookups, state: &State, r: &Restricted, due: &[RecordBatch]) -> Option<Vec<RecordBatch>> {
+fn rows_of(lookups: &Lookups, state: &State, r: &Restricted, due: &[RecordBatch]) -> Option<Vec<RecordBatch>> {
     let columns_of = |batches: &'_ [RecordBatch], columns: &[usize]| -> Vec<Vec<ArrayRef>> {
         batches.iter().map(|b| columns.iter().map(|c| b.column(*c).clone()).collect()).collect()
     };
