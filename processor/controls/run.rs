@@ -4,7 +4,7 @@
 //! reads: the state may change once it returns. [`Prepared::execute`], on
 //! any thread, plans the query physically over that snapshot — or rebinds a
 //! plan kept from a run over tables of the same sizes (see `reuse`) — and
-//! runs it, while the caller goes on (the next control's lookups, ingest).
+//! runs it, while the caller goes on ingesting.
 //! [`Control::findings_of`] turns the result into findings.
 
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::state::State;
 
 /// A control's query and what planning it physically needs.
 pub(super) struct Planner {
-    pub ctx: SessionContext,
+    pub(super) ctx: SessionContext,
     plan: LogicalPlan,
     /// `plan` is optimized already: each run only plans it physically
     /// (false where the SQL reads the clock, which optimizing fixes).
