@@ -41,6 +41,11 @@ impl KeySpec {
     pub fn columns<'a>(&self, batch: &'a RecordBatch) -> Vec<&'a ArrayRef> {
         self.0.iter().map(|p| batch.column(p.column)).collect()
     }
+
+    /// The key's columns of `batch`, typed for reading keys row by row.
+    pub fn key_columns<'a>(&self, batch: &'a RecordBatch) -> KeyColumns<'a> {
+        KeyColumns::of(&self.columns(batch))
+    }
 }
 
 /// One part of a key's value.
@@ -98,16 +103,18 @@ impl<'a> Typed<'a> {
     }
 }
 
-/// A key's columns of one batch, in part order (see [`KeySpec::columns`]).
-pub struct KeyColumns<'a>(Vec<Typed<'a>>);
+/// A key's columns of one batch, in part order, and the batch's rows.
+pub struct KeyColumns<'a> {
+    parts: Vec<Typed<'a>>,
+    rows: usize,
+}
 
 impl<'a> KeyColumns<'a> {
     pub fn of(columns: &[&'a ArrayRef]) -> KeyColumns<'a> {
-        KeyColumns(columns.iter().map(|c| Typed::of(c)).collect())
-    }
-
-    fn rows(&self, columns: &[&ArrayRef]) -> usize {
-        columns.first().map_or(0, |c| c.len())
+        KeyColumns {
+            parts: columns.iter().map(|c| Typed::of(c)).collect(),
+            rows: columns.first().map_or(0, |c| c.len()),
+        }
     }
 }
 
@@ -128,7 +135,7 @@ impl KeyReader {
     /// null equals nothing) or of an unsupported type.
     fn hash(&self, columns: &KeyColumns<'_>, row: usize) -> Option<u64> {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (column, principal) in columns.0.iter().zip(&self.principal) {
+        for (column, principal) in columns.parts.iter().zip(&self.principal) {
             let part = match column.at(row)? {
                 AtomRef::Text(t) if *principal => hash_bytes(self.identities.principal(t).as_bytes()),
                 AtomRef::Text(t) => hash_bytes(t.as_bytes()),
@@ -141,7 +148,7 @@ impl KeyReader {
 
     /// Whether the key at `row` is `value` (resolving only principals).
     fn equals(&self, columns: &KeyColumns<'_>, row: usize, value: &[Atom]) -> bool {
-        columns.0.iter().zip(&self.principal).zip(value).all(|((column, principal), want)| {
+        columns.parts.iter().zip(&self.principal).zip(value).all(|((column, principal), want)| {
             match (column.at(row), want) {
                 (Some(AtomRef::Text(t)), Atom::Text(w)) if *principal => self.identities.principal(t) == w.as_str(),
                 (Some(AtomRef::Text(t)), Atom::Text(w)) => t == w,
@@ -154,7 +161,7 @@ impl KeyReader {
     /// The key's value at `row`, principals resolved.
     fn value(&self, columns: &KeyColumns<'_>, row: usize) -> Option<Vec<Atom>> {
         columns
-            .0
+            .parts
             .iter()
             .zip(&self.principal)
             .map(|(column, principal)| {
@@ -198,8 +205,8 @@ impl Wanted {
         let mut wanted = Wanted::empty(reader);
         let mut hashes: Vec<Vec<Option<u64>>> = Vec::with_capacity(batches.len());
         let typed: Vec<KeyColumns<'_>> = batches.iter().map(|columns| KeyColumns::of(columns)).collect();
-        for (columns, raw) in typed.iter().zip(batches) {
-            let rows = columns.rows(raw);
+        for columns in &typed {
+            let rows = columns.rows;
             let mut of_batch = Vec::with_capacity(rows);
             for row in 0..rows {
                 let h = reader.hash(columns, row);
@@ -317,8 +324,7 @@ impl KeyIndex {
     /// Indexes a batch whose first row has id `first`.
     pub fn add(&mut self, batch: &RecordBatch, first: u32) {
         debug_assert_eq!(first, self.base + self.next.len() as u32);
-        let raw = self.spec.columns(batch);
-        let columns = KeyColumns::of(&raw);
+        let columns = self.spec.key_columns(batch);
         // Grown by a quarter, not doubled: this is most of an index's bytes.
         if self.next.capacity() - self.next.len() < batch.num_rows() {
             self.next.reserve_exact(batch.num_rows().max(self.next.len() / 4));
@@ -415,7 +421,7 @@ mod tests {
 
     fn ids_hash(index: &KeyIndex, value: &str) -> u64 {
         let probe = batch(&[value]);
-        index.reader().hash(&KeyColumns::of(&index.spec.columns(&probe)), 0).unwrap()
+        index.reader().hash(&index.spec.key_columns(&probe), 0).unwrap()
     }
 
     #[test]

@@ -139,8 +139,7 @@ impl State {
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
         let mut ids = Vec::new();
         for (index, wanted) in &picks {
-            let raw: Vec<Vec<&ArrayRef>> = batches.iter().map(|b| index.spec.columns(b)).collect();
-            let columns: Vec<KeyColumns<'_>> = raw.iter().map(|c| KeyColumns::of(c)).collect();
+            let columns: Vec<KeyColumns<'_>> = batches.iter().map(|b| index.spec.key_columns(b)).collect();
             for h in wanted.hashes() {
                 ids.clear();
                 index.candidates(h, &mut ids);

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::and;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
@@ -173,8 +173,8 @@ fn keyed(
     if keys.iter().flat_map(|(_, due)| due).any(|d| *d >= batch.num_columns()) {
         return Ok(Some(batch.clone())); // keyed by the decision time: no narrowing
     }
-    let raw: Vec<Vec<&ArrayRef>> = keys.iter().map(|(_, due)| due.iter().map(|d| batch.column(*d)).collect()).collect();
-    let columns: Vec<KeyColumns<'_>> = raw.iter().map(|c| KeyColumns::of(c)).collect();
+    let columns: Vec<KeyColumns<'_>> =
+        keys.iter().map(|(_, due)| KeyColumns::of(&due.iter().map(|d| batch.column(*d)).collect::<Vec<_>>())).collect();
     let mask: BooleanArray =
         (0..batch.num_rows()).map(|row| Some(keys.iter().zip(&columns).any(|((w, _), c)| w.holds(c, row)))).collect();
     let rows = filter_record_batch(batch, &mask)?;
