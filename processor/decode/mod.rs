@@ -14,6 +14,7 @@ mod avro;
 mod builder;
 mod error;
 mod fast;
+mod input;
 mod json;
 mod json_fast;
 
