@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::{Config, RawConfig};
 use crate::controls::builtin_sources;
-use crate::decode::{Format, RawMessage};
+use crate::decode::{Decoded, Format, RawMessage};
 use crate::engine::{messages_of, Engine};
 use crate::generate::{generate, to_avro, Event, GenConfig};
 use crate::pipeline::wall_ms;
@@ -35,17 +35,24 @@ pub fn encode(catalog: &Catalog, events: &[Event]) -> anyhow::Result<Vec<(Topic,
         .collect()
 }
 
-/// Feeds one chunk of payloads (any topics) to the engine, topic by topic;
-/// returns the evaluations of a decision under way that late rows waited
-/// for.
-pub async fn feed(
+/// One chunk's messages (`first_offset` numbers the first), split by
+/// topic as the pipeline splits a poll.
+fn parts_of(chunk: &[(Topic, Vec<u8>)], first_offset: i64) -> Vec<(Topic, Vec<RawMessage<'_>>)> {
+    Topic::ALL.map(|t| (t, messages_of(chunk, t, first_offset).collect())).into()
+}
+
+/// Feeds one chunk's parts (see [`parts_of`]) to the engine, topic by
+/// topic, while the next chunk is decoded (`ahead` carries it to the next
+/// call); returns the evaluations of a
+/// decision under way that late rows waited for.
+pub async fn feed<'a>(
     engine: &mut Engine,
-    chunk: &[(Topic, Vec<u8>)],
-    first_offset: i64,
+    ahead: &mut Option<Vec<Decoded>>,
+    parts: &[(Topic, Vec<RawMessage<'a>>)],
+    next: Option<&[(Topic, Vec<RawMessage<'a>>)]>,
     now: i64,
 ) -> anyhow::Result<Vec<crate::controls::Evaluation>> {
-    let parts: Vec<_> = Topic::ALL.map(|t| (t, messages_of(chunk, t, first_offset).collect())).into();
-    Ok(engine.ingest_all(&parts, now).await?.into_iter().flat_map(|i| i.decided).collect())
+    Ok(engine.ingest_all(ahead, parts, next, now).await?.into_iter().flat_map(|i| i.decided).collect())
 }
 
 #[derive(Debug, Serialize)]
@@ -87,8 +94,11 @@ pub async fn core(events: usize, seed: u64) -> anyhow::Result<CoreRun> {
     let heap_before = crate::alloc::live_bytes();
     let started = Instant::now();
     let mut next_tick = started + config.tick;
-    for (n, chunk) in payloads.chunks(BATCH).enumerate() {
-        let decided = feed(&mut engine, chunk, (n * BATCH) as i64, now).await?;
+    let mut chunks = payloads.chunks(BATCH).enumerate().map(|(n, chunk)| parts_of(chunk, (n * BATCH) as i64));
+    let (mut parts, mut ahead) = (chunks.next(), None);
+    while let Some(current) = parts.take() {
+        parts = chunks.next();
+        let decided = feed(&mut engine, &mut ahead, &current, parts.as_deref(), now).await?;
         collect(&engine, decided, &mut found, &mut control_seconds);
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;

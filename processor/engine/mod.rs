@@ -210,25 +210,66 @@ impl Engine {
         Ok(ingested)
     }
 
-    /// [`Engine::ingest`] of several topics' messages in order, each
-    /// topic's messages decoded on the pool while the topic before it is
-    /// stored: decoding and storing are the two halves of ingest, and each
-    /// alone keeps only one core busy.
+    /// [`Engine::ingest`] of a chunk of several topics' messages, stored
+    /// in order while the next chunk (`following`) is decoded on the pool,
+    /// its topics side by side: storing keeps one core busy, decoding the
+    /// rest. `ahead` holds `parts` decoded already, if the call before
+    /// decoded them; on return it holds `following` decoded.
     pub async fn ingest_all<'a>(
         &mut self,
+        ahead: &mut Option<Vec<Decoded>>,
         parts: &[(Topic, Vec<RawMessage<'a>>)],
+        following: Option<&[(Topic, Vec<RawMessage<'a>>)]>,
         now_ms: i64,
     ) -> anyhow::Result<Vec<Ingested>> {
+        let decoded = match ahead.take() {
+            Some(decoded) => decoded,
+            None => self.decode_parts(parts, now_ms),
+        };
+        let (controls, state, watermark) = (&mut self.controls, &mut self.state, self.watermark);
+        let (decoders, catalog) = (&self.decoders, &self.catalog);
+        // Each part is taken in until one has late rows: those are appended
+        // (waiting for the decision under way) before the next is taken in.
+        let (next, (stored, store_time)) = rayon::join(
+            || following.map(|f| decode_parallel(decoders, f, now_ms)),
+            || {
+                timed(|| {
+                    let mut stored = Vec::new();
+                    let mut rest = decoded.into_iter();
+                    for ((topic, _), decoded) in parts.iter().zip(rest.by_ref()) {
+                        let time_index = catalog.event(*topic).time_index;
+                        let taken = Self::take_in(controls, state, *topic, decoded, time_index, watermark);
+                        let late = taken.as_ref().is_ok_and(|(_, late)| late.is_some());
+                        stored.push((*topic, taken));
+                        if late {
+                            break;
+                        }
+                    }
+                    (stored, rest.collect::<Vec<_>>())
+                })
+            },
+        );
+        self.stages.store += store_time;
+        if let Some((next, decode_time)) = next {
+            self.stages.decode += decode_time;
+            *ahead = Some(next);
+        }
+        let (stored, rest) = stored;
         let mut out = Vec::with_capacity(parts.len());
-        let mut ahead = parts.first().map(|(t, m)| self.decode_as(*t, None, m.iter().copied(), now_ms));
-        for (i, (topic, _)) in parts.iter().enumerate() {
-            let decoded = ahead.take().expect("each part is decoded before it is stored");
-            let next = parts.get(i + 1).map(|(t, m)| (*t, None, m.as_slice()));
-            let (ingested, next) = self.take_in_decoding(*topic, decoded, next, now_ms).await?;
-            out.push(ingested);
-            ahead = next;
+        for (topic, taken) in stored {
+            out.push(self.finish_store(topic, taken?).await?);
+        }
+        for ((topic, _), decoded) in parts[out.len()..].iter().zip(rest) {
+            out.push(self.take_in_decoding(*topic, decoded, None, now_ms).await?.0);
         }
         Ok(out)
+    }
+
+    /// `parts` decoded side by side on the pool.
+    fn decode_parts(&mut self, parts: &[(Topic, Vec<RawMessage<'_>>)], now_ms: i64) -> Vec<Decoded> {
+        let (decoded, took) = decode_parallel(&self.decoders, parts, now_ms);
+        self.stages.decode += took;
+        decoded
     }
 
     /// The part of ingest that needs no waiting: triggers admitted, and the
@@ -349,6 +390,17 @@ fn decoder<'d>(
     at.map_or(&decoders[topic.index()], |at| &other_formats[at].2)
 }
 
+/// Each part decoded by its topic's configured decoder, side by side on
+/// the pool; with the time it took.
+fn decode_parallel(
+    decoders: &[Decoder; 4],
+    parts: &[(Topic, Vec<RawMessage<'_>>)],
+    now_ms: i64,
+) -> (Vec<Decoded>, Duration) {
+    use rayon::prelude::*;
+    timed(|| parts.par_iter().map(|(t, m)| decoders[t.index()].decode(m.iter().copied(), now_ms)).collect())
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let started = Instant::now();
     let out = f();
@@ -393,93 +445,4 @@ pub async fn plan(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bench::core::{config, encode};
-    use crate::generate::{generate, GenConfig};
-
-    /// Everything one engine decided and amended, in order.
-    type Outcome = Vec<(usize, Vec<(String, bool)>)>;
-
-    fn outcome(evaluations: &[Evaluation], amendments: &[Amendment]) -> Outcome {
-        let mut out: Outcome = evaluations
-            .iter()
-            .map(|e| (e.control, e.findings.iter().map(|f| (f.subject.clone(), f.late)).collect()))
-            .collect();
-        for a in amendments {
-            out.push(match a {
-                Amendment::New { control, finding } => (*control, vec![(format!("new {}", finding.subject), true)]),
-                Amendment::Retracted { control, finding } => {
-                    (*control, vec![(format!("gone {}", finding.subject), false)])
-                }
-            });
-        }
-        out
-    }
-
-    /// Decoding the next topic while the one before is stored, and deciding
-    /// while the next events are ingested, change nothing: the same state,
-    /// decisions and amendments, in the same order, as one topic at a time
-    /// and one decision at a time. CI events are held back past a decision,
-    /// so they arrive late (and take the path that waits on queries, and on
-    /// the decision under way).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ingesting_topics_together_decides_as_one_at_a_time() {
-        let now = crate::pipeline::wall_ms();
-        let catalog = Catalog::builtin().unwrap();
-        let (stream, _) = generate(&GenConfig::new(12_000, 5, now));
-        let decided_at = stream[5_999].time_ms;
-        let end = stream[stream.len() - 1].time_ms + 2 * 86_400_000;
-        let held_back = |i: usize| (2_000..6_000).contains(&i) && stream[i].topic == Topic::Ci;
-        let before: Vec<usize> = (0..6_000).filter(|i| !held_back(*i)).collect();
-        let after: Vec<usize> = (0..stream.len()).filter(|i| held_back(*i) || *i >= 6_000).collect();
-        let payloads = encode(&catalog, &stream).unwrap();
-        let segments: Vec<Vec<(Topic, Vec<u8>)>> =
-            [before, after].map(|s| s.iter().map(|i| payloads[*i].clone()).collect()).into();
-        let mut outcomes = Vec::new();
-        // (topics together, decisions behind ingest)
-        for (together, behind) in [(false, false), (true, false), (true, true)] {
-            let mut engine = Engine::new(&config().unwrap(), &crate::controls::builtin_sources()).await.unwrap();
-            let (mut out, mut amended, mut rows, mut waited) = (Outcome::new(), 0, 0, 0);
-            for (segment, payloads) in segments.iter().enumerate() {
-                for (n, chunk) in payloads.chunks(2_000).enumerate() {
-                    let first = (segment * 100_000 + n * 2_000) as i64;
-                    let parts: Vec<_> =
-                        Topic::ALL.map(|t| (t, messages_of(chunk, t, first).collect::<Vec<_>>())).into();
-                    let ingested = if together {
-                        engine.ingest_all(&parts, now).await.unwrap()
-                    } else {
-                        let mut all = Vec::new();
-                        for (topic, messages) in parts {
-                            all.push(engine.ingest(topic, messages, now).await.unwrap());
-                        }
-                        all
-                    };
-                    for i in ingested {
-                        rows += i.rows;
-                        amended += i.amendments.len();
-                        waited += i.decided.len();
-                        out.extend(outcome(&i.decided, &i.amendments));
-                    }
-                }
-                let evaluations = match (segment, behind) {
-                    (0, true) => engine.decide_behind(decided_at).await.unwrap(),
-                    (0, false) => engine.decide(decided_at).await.unwrap(),
-                    _ => engine.decide(end).await.unwrap(),
-                };
-                out.extend(outcome(&evaluations, &[]));
-            }
-            let held: Vec<usize> = Topic::ALL.iter().map(|t| engine.state.usage(*t).rows).collect();
-            assert_eq!(waited > 0, behind, "late rows wait for the decision under way, and only then");
-            outcomes.push((rows, held, amended, out));
-        }
-        let (rows, _, amended, _) = &outcomes[0];
-        assert_eq!(*rows, 12_000);
-        assert!(*amended > 0, "the test needs late rows that change decisions");
-        let counts = |o: &(usize, Vec<usize>, usize, Outcome)| (o.0, o.1.clone(), o.2, o.3.len());
-        for other in &outcomes[1..] {
-            assert_eq!(counts(&outcomes[0]), counts(other), "rows, rows held, amendments, outcomes");
-            assert!(outcomes[0] == *other, "the same number of outcomes, not the same outcomes in order");
-        }
-    }
-}
+mod tests;
