@@ -43,8 +43,8 @@ fn parts_of(chunk: &[(Topic, Vec<u8>)], first_offset: i64) -> Vec<(Topic, Vec<Ra
 
 /// Feeds one chunk's parts (see [`parts_of`]) to the engine, topic by
 /// topic, while the next chunk is decoded (`ahead` carries it to the next
-/// call); returns the evaluations of a
-/// decision under way that late rows waited for.
+/// call); returns the evaluations of a decision under way that late rows
+/// waited for.
 pub async fn feed<'a>(
     engine: &mut Engine,
     ahead: &mut Option<Vec<Decoded>>,

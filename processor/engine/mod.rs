@@ -229,7 +229,8 @@ impl Engine {
         let (controls, state, watermark) = (&mut self.controls, &mut self.state, self.watermark);
         let (decoders, catalog) = (&self.decoders, &self.catalog);
         // Each part is taken in until one has late rows: those are appended
-        // (waiting for the decision under way) before the next is taken in.
+        // (waiting for the decision under way) before the next is taken in,
+        // as `take_in_decoding` one at a time does.
         let (next, (stored, store_time)) = rayon::join(
             || following.map(|f| decode_parallel(decoders, f, now_ms)),
             || {
@@ -239,9 +240,10 @@ impl Engine {
                     for ((topic, _), decoded) in parts.iter().zip(rest.by_ref()) {
                         let time_index = catalog.event(*topic).time_index;
                         let taken = Self::take_in(controls, state, *topic, decoded, time_index, watermark);
-                        let late = taken.as_ref().is_ok_and(|(_, late)| late.is_some());
+                        // Late rows, or an error: nothing after it is taken in.
+                        let stop = !matches!(taken, Ok((_, None)));
                         stored.push((*topic, taken));
-                        if late {
+                        if stop {
                             break;
                         }
                     }
