@@ -228,35 +228,16 @@ impl Engine {
         };
         let (controls, state, watermark) = (&mut self.controls, &mut self.state, self.watermark);
         let (decoders, catalog) = (&self.decoders, &self.catalog);
-        // Each part is taken in until one has late rows: those are appended
-        // (waiting for the decision under way) before the next is taken in,
-        // as `take_in_decoding` one at a time does.
-        let (next, (stored, store_time)) = rayon::join(
+        let topics = parts.iter().map(|(t, _)| *t);
+        let (next, ((stored, rest), store_time)) = rayon::join(
             || following.map(|f| decode_parallel(decoders, f, now_ms)),
-            || {
-                timed(|| {
-                    let mut stored = Vec::new();
-                    let mut rest = decoded.into_iter();
-                    for ((topic, _), decoded) in parts.iter().zip(rest.by_ref()) {
-                        let time_index = catalog.event(*topic).time_index;
-                        let taken = Self::take_in(controls, state, *topic, decoded, time_index, watermark);
-                        // Late rows, or an error: nothing after it is taken in.
-                        let stop = !matches!(taken, Ok((_, None)));
-                        stored.push((*topic, taken));
-                        if stop {
-                            break;
-                        }
-                    }
-                    (stored, rest.collect::<Vec<_>>())
-                })
-            },
+            || timed(|| Self::take_in_until_late(controls, state, catalog, topics, decoded, watermark)),
         );
         self.stages.store += store_time;
         if let Some((next, decode_time)) = next {
             self.stages.decode += decode_time;
             *ahead = Some(next);
         }
-        let (stored, rest) = stored;
         let mut out = Vec::with_capacity(parts.len());
         for (topic, taken) in stored {
             out.push(self.finish_store(topic, taken?).await?);
@@ -265,6 +246,33 @@ impl Engine {
             out.push(self.take_in_decoding(*topic, decoded, None, now_ms).await?.0);
         }
         Ok(out)
+    }
+
+    /// Takes each topic's decoded rows in, in order, until one has late rows
+    /// or fails: those are appended (waiting for the decision under way) or
+    /// reported before anything after them is taken in, as
+    /// `take_in_decoding` one at a time does. Returns what was taken in and
+    /// the rows not yet taken in.
+    fn take_in_until_late(
+        controls: &mut ControlSet,
+        state: &mut State,
+        catalog: &Catalog,
+        topics: impl Iterator<Item = Topic>,
+        decoded: Vec<Decoded>,
+        watermark: Option<i64>,
+    ) -> (Vec<(Topic, Taken)>, Vec<Decoded>) {
+        let mut stored = Vec::new();
+        let mut rest = decoded.into_iter();
+        for (topic, decoded) in topics.zip(rest.by_ref()) {
+            let time_index = catalog.event(topic).time_index;
+            let taken = Self::take_in(controls, state, topic, decoded, time_index, watermark);
+            let stop = !matches!(taken, Ok((_, None)));
+            stored.push((topic, taken));
+            if stop {
+                break;
+            }
+        }
+        (stored, rest.collect())
     }
 
     /// `parts` decoded side by side on the pool.
@@ -284,7 +292,7 @@ impl Engine {
         decoded: Decoded,
         time_index: usize,
         watermark: Option<i64>,
-    ) -> anyhow::Result<(Ingested, Option<RecordBatch>)> {
+    ) -> Taken {
         let mut out = Ingested { ignored: decoded.ignored, rejects: decoded.rejects, ..Ingested::default() };
         out.max_time = decoded.max_time.iter().map(|(_, t)| *t).max();
         let Some(batch) = decoded.batch else { return Ok((out, None)) };
@@ -391,6 +399,10 @@ fn decoder<'d>(
 ) -> &'d Decoder {
     at.map_or(&decoders[topic.index()], |at| &other_formats[at].2)
 }
+
+/// One topic's rows taken in: what was ingested, and the batch if it has
+/// late rows (for `append_amending`).
+type Taken = anyhow::Result<(Ingested, Option<RecordBatch>)>;
 
 /// Each part decoded by its topic's configured decoder, side by side on
 /// the pool; with the time it took.
