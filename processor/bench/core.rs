@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::config::{Config, RawConfig};
 use crate::controls::builtin_sources;
 use crate::decode::{Decoded, Format, RawMessage};
-use crate::engine::{messages_of, Engine};
+use crate::engine::{parts_of, Engine};
 use crate::generate::{generate, to_avro, Event, GenConfig};
 use crate::pipeline::wall_ms;
 use crate::schema::{Catalog, Topic};
@@ -33,12 +33,6 @@ pub fn encode(catalog: &Catalog, events: &[Event]) -> anyhow::Result<Vec<(Topic,
         .iter()
         .map(|e| Ok((e.topic, to_avro(catalog.event(e.topic), &e.fields).map_err(anyhow::Error::msg)?)))
         .collect()
-}
-
-/// One chunk's messages (`first_offset` numbers the first), split by
-/// topic as the pipeline splits a poll.
-fn parts_of(chunk: &[(Topic, Vec<u8>)], first_offset: i64) -> Vec<(Topic, Vec<RawMessage<'_>>)> {
-    Topic::ALL.map(|t| (t, messages_of(chunk, t, first_offset).collect())).into()
 }
 
 /// Feeds one chunk's parts (see [`parts_of`]) to the engine, topic by

@@ -435,6 +435,12 @@ pub fn messages_of(
         .map(move |(i, (_, p))| RawMessage::new(Some(p), 0, first_offset + i as i64))
 }
 
+/// A chunk's messages split by topic, as the pipeline splits a poll: the
+/// parts [`Engine::ingest_all`] takes.
+pub fn parts_of(chunk: &[(Topic, Vec<u8>)], first_offset: i64) -> Vec<(Topic, Vec<RawMessage<'_>>)> {
+    Topic::ALL.map(|t| (t, messages_of(chunk, t, first_offset).collect())).into()
+}
+
 /// The controls planned against an empty state — the built-in evidence
 /// query last unless one is given, as it reads the controls' decisions —
 /// and that state, keeping the key indexes the controls read through.

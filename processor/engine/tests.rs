@@ -54,10 +54,7 @@ async fn ingesting_topics_together_decides_as_one_at_a_time() {
                 payloads
                     .chunks(2_000)
                     .enumerate()
-                    .map(|(n, chunk)| {
-                        let first = (segment * 100_000 + n * 2_000) as i64;
-                        Topic::ALL.map(|t| (t, messages_of(chunk, t, first).collect::<Vec<_>>())).to_vec()
-                    })
+                    .map(|(n, chunk)| parts_of(chunk, (segment * 100_000 + n * 2_000) as i64))
                     .collect()
             })
             .collect();
