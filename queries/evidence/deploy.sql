@@ -99,10 +99,12 @@ SELECT
     -- Named as SOD-01 names it: a merge without a number by its commit.
     merge.pull_request AS "subject:SOD-01",
     d.change_id AS "subject:CM-03"
-FROM d
-LEFT JOIN approval ON approval.deploy_id = d.deploy_id
-LEFT JOIN grants ON grants.deploy_id = d.deploy_id
-LEFT JOIN merge ON merge.deploy_id = d.deploy_id
--- The lists last: each join copies every column joined before it.
-LEFT JOIN reviews ON reviews.deploy_id = d.deploy_id
-LEFT JOIN runs ON runs.deploy_id = d.deploy_id
+-- Each part is joined to the deploys as a hash table of its own, and the
+-- deploys stream through the joins: a LEFT JOIN chain would gather every
+-- column joined so far into the next join's hash table instead.
+FROM runs RIGHT JOIN (reviews RIGHT JOIN (merge RIGHT JOIN (grants RIGHT JOIN (approval RIGHT JOIN d
+    ON approval.deploy_id = d.deploy_id)
+    ON grants.deploy_id = d.deploy_id)
+    ON merge.deploy_id = d.deploy_id)
+    ON reviews.deploy_id = d.deploy_id)
+    ON runs.deploy_id = d.deploy_id
