@@ -158,8 +158,10 @@ impl Control {
         for batch in batches {
             findings_of(batch, late, self.meta.evidence, &mut findings).map_err(|e| self.run_error(e))?;
         }
-        let mut seen = std::collections::HashSet::new();
-        findings.retain(|f| seen.insert(f.subject.clone()));
+        let mut seen: foldhash::HashSet<&str> = foldhash::HashSetExt::with_capacity(findings.len());
+        let first: Vec<bool> = findings.iter().map(|f| seen.insert(f.subject.as_str())).collect();
+        let mut first = first.into_iter();
+        findings.retain(|_| first.next().unwrap_or(true));
         Ok(findings)
     }
 }
