@@ -88,7 +88,7 @@ impl Outcome {
 
 /// A row of the evidence query before the outcomes and the chain.
 pub fn record_of(finding: &Finding) -> Result<EvidenceRecord, String> {
-    let row = finding.details.as_deref().ok_or("an evidence finding without its row")?;
+    let row = finding.details.as_ref().ok_or("an evidence finding without its row")?;
     let text = |k: &str| row.text(k);
     let list = |k: &str| row.list(k);
     Ok(EvidenceRecord {
@@ -126,7 +126,7 @@ pub fn record_of(finding: &Finding) -> Result<EvidenceRecord, String> {
 /// The subject a control's outcome for this deploy is filed under, from the
 /// query's `subject:<CONTROL>` columns.
 pub fn related_subject(finding: &Finding, control: &str) -> Option<String> {
-    finding.details.as_deref()?.text(&format!("subject:{control}"))
+    finding.details.as_ref()?.text(&format!("subject:{control}"))
 }
 
 impl EvidenceRecord {
@@ -196,7 +196,7 @@ mod tests {
             message: String::new(),
             evidence: vec![],
             late: false,
-            details: Some(Box::new(Row::new(batch, 0))),
+            details: Some(Row::new(std::sync::Arc::new(batch), 0)),
         };
         record_of(&finding).unwrap()
     }

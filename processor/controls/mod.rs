@@ -131,7 +131,7 @@ pub struct Finding {
     pub evidence: Vec<String>,
     pub late: bool,
     /// An evidence query's row: every column, by name.
-    pub details: Option<Box<row::Row>>,
+    pub details: Option<row::Row>,
 }
 
 /// What one control's evaluation produced.

@@ -108,6 +108,8 @@ pub(super) fn findings_of(
             ),
         });
     }
+    // Each evidence finding's row shares the batch.
+    let shared = Arc::new(batch.clone());
     for row in 0..batch.num_rows() {
         if subject.is_null(row) {
             continue;
@@ -124,7 +126,7 @@ pub(super) fn findings_of(
             message: if message.is_null(row) { String::new() } else { message.value(row).to_string() },
             evidence,
             late,
-            details: rows.then(|| Box::new(super::row::Row::new(batch.clone(), row))),
+            details: rows.then(|| super::row::Row::new(shared.clone(), row)),
         });
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! finding carries to the evidence record. It shares the result batch (an
 //! `Arc`), so nothing is copied or formatted until a record is built.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType};
@@ -9,7 +11,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 #[derive(Clone, Debug)]
 pub struct Row {
-    batch: RecordBatch,
+    batch: Arc<RecordBatch>,
     row: usize,
 }
 
@@ -24,7 +26,7 @@ impl PartialEq for Row {
 }
 
 impl Row {
-    pub fn new(batch: RecordBatch, row: usize) -> Row {
+    pub fn new(batch: Arc<RecordBatch>, row: usize) -> Row {
         Row { batch, row }
     }
 
@@ -125,7 +127,7 @@ mod tests {
             ("items", Arc::new(list.finish())),
         ])
         .unwrap();
-        let first = Row::new(batch.clone(), 0);
+        let first = Row::new(Arc::new(batch.clone()), 0);
         assert_eq!(first.text("name").as_deref(), Some("x"));
         assert_eq!(first.int("n"), Some(2));
         assert_eq!(first.bool("flag"), Some(true));
@@ -133,7 +135,7 @@ mod tests {
         assert_eq!(first.time_ms("at_text"), Some(1_795_167_000_000));
         assert_eq!(first.list("items"), ["a", "b"]);
         assert_eq!(first.text("n").as_deref(), Some("2"));
-        let second = Row::new(batch, 1);
+        let second = Row::new(Arc::new(batch), 1);
         assert_eq!(second.text("name"), None);
         assert!(second.list("items").is_empty());
         assert_eq!(second.time_ms("at_text"), None);
