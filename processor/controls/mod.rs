@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -90,6 +89,9 @@ pub struct Control {
     decided: queue::Queue,
     /// State tables the query reads only through due keys.
     restricted: Vec<Restricted>,
+    /// The trigger topic's columns a run reads (`None`: all of them);
+    /// admitting copies no others.
+    reads_due: Option<Vec<bool>>,
     /// How long the last evaluation took: the costliest start first.
     last_cost: Duration,
     /// Table scans in the plan (the `due` table's too): before a control's
@@ -252,8 +254,9 @@ impl ControlSet {
     /// Offers new rows of `topic` to the controls it triggers. Rows whose
     /// decision time the watermark has already passed are marked late.
     /// Controls with the same filter text share its rows (one evaluation,
-    /// one copy).
+    /// one copy of the columns any of them reads).
     pub fn admit(&mut self, topic: Topic, batch: &RecordBatch, watermark: Option<i64>) -> Result<(), ControlError> {
+        let reads = self.reads_by_filter(topic);
         let mut filtered: Vec<(&str, RecordBatch)> = Vec::new();
         for control in self.controls.iter_mut().filter(|c| c.meta.trigger == topic) {
             let text = control.meta.filter.as_deref().unwrap_or_default();
@@ -268,7 +271,8 @@ impl ControlSet {
                         .as_any()
                         .downcast_ref::<BooleanArray>()
                         .ok_or_else(|| control.run_error("filter is not a boolean expression"))?;
-                    let rows = filter_record_batch(batch, mask).map_err(|e| control.run_error(e))?;
+                    let read = reads.iter().find(|(t, _)| t == text).and_then(|(_, r)| r.as_deref());
+                    let rows = queue::admitted(batch, mask, read).map_err(|e| control.run_error(e))?;
                     filtered.push((text, rows.clone()));
                     rows
                 }
@@ -285,6 +289,25 @@ impl ControlSet {
             control.pending.append(&mut admitted);
         }
         Ok(())
+    }
+
+    /// For each filter of `topic`'s triggers, the columns some control with
+    /// that filter reads (`None`: all).
+    fn reads_by_filter(&self, topic: Topic) -> Vec<(String, Option<Vec<bool>>)> {
+        let mut out: Vec<(String, Option<Vec<bool>>)> = Vec::new();
+        for control in self.controls.iter().filter(|c| c.meta.trigger == topic && c.filter.is_some()) {
+            let text = control.meta.filter.clone().unwrap_or_default();
+            match out.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, read)) => {
+                    *read = match (read.take(), &control.reads_due) {
+                        (Some(a), Some(b)) => Some(a.iter().zip(b).map(|(x, y)| *x || *y).collect()),
+                        _ => None,
+                    }
+                }
+                None => out.push((text, control.reads_due.clone())),
+            }
+        }
+        out
     }
 
     /// The keys whose state index lets controls read only the rows their

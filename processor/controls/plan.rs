@@ -18,7 +18,7 @@ use super::table::LiveTable;
 use super::{keys, meta, Control, ControlError, ControlSource, KeyFrom, Restricted, ScanKey, DUE_AT};
 use crate::identity::Identities;
 use crate::index::{KeyPart, KeyReader, KeySpec};
-use crate::schema::{Catalog, Topic};
+use crate::schema::{Catalog, EventSchema, Topic};
 use crate::state::{SharedBatches, State};
 
 /// Every source planned, and every error met (a bad file, a duplicate id).
@@ -119,6 +119,7 @@ async fn plan_one(
     let lower = source.sql.to_lowercase();
     let reads_clock = ["now(", "current_", "today("].iter().any(|f| lower.contains(f));
     let planned_scans = table_scans(&optimized).map_err(|e| plan_err(e.to_string()))?;
+    let reads_due = if reads_clock { None } else { due_columns(&optimized, &restricted, trigger) };
     let version = hex::encode(&Sha256::digest(source.sql.as_bytes())[..6]);
     let read_tables = std::iter::once(due_table).chain(reads.iter().map(|t| tables[t.index()].clone())).collect();
     Ok(Control {
@@ -140,9 +141,36 @@ async fn plan_one(
         late: Default::default(),
         decided: Default::default(),
         restricted,
+        reads_due,
         last_cost: Duration::ZERO,
         scans,
     })
+}
+
+/// Which columns of the trigger topic's rows a run reads (`None`: all):
+/// those the plan's scans of `due` project, the keys of its keyed reads,
+/// the event time and the source position (the trigger queues read them).
+fn due_columns(plan: &LogicalPlan, restricted: &[Restricted], trigger: &EventSchema) -> Option<Vec<bool>> {
+    let width = trigger.arrow.fields().len();
+    let mut read = vec![false; width];
+    let mut all = false;
+    plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) if scan.table_name.table() == "due" => match &scan.projection {
+                Some(columns) => columns.iter().filter(|c| **c < width).for_each(|c| read[*c] = true),
+                None => all = true,
+            },
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    let keys = restricted.iter().flat_map(|r| &r.scans).flat_map(|scan| match &scan.from {
+        KeyFrom::Due(columns) | KeyFrom::Rows { due: columns, .. } => columns.as_slice(),
+    });
+    let fixed = [trigger.time_index, width - 2, width - 1];
+    keys.chain(&fixed).filter(|c| **c < width).for_each(|c| read[*c] = true);
+    (!all).then_some(read)
 }
 
 /// The table scans in `plan`, its subqueries' too.

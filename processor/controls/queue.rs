@@ -9,10 +9,15 @@
 //! Asking them row by row made a tick's cost grow with everything pending.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use datafusion::arrow::compute::kernels::cmp::lt_eq;
-use datafusion::arrow::compute::{filter_record_batch, is_not_null, not};
+use datafusion::arrow::compute::{filter_record_batch, is_not_null, not, FilterBuilder};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::error::ArrowError;
 
 use crate::schema::Topic;
@@ -128,6 +133,50 @@ fn split(batch: &RecordBatch, cut: i64, time_index: usize) -> Result<(RecordBatc
     Ok((filter_record_batch(batch, &mask)?, filter_record_batch(batch, &not(&mask)?)?))
 }
 
+/// `batch`'s rows where `mask` holds, copying only the columns `read` marks
+/// (`None`: all). The others hold placeholders of their type that cost no
+/// copy: nulls, or empty strings where the column is required.
+pub(super) fn admitted(
+    batch: &RecordBatch,
+    mask: &BooleanArray,
+    read: Option<&[bool]>,
+) -> Result<RecordBatch, ArrowError> {
+    let Some(read) = read else { return filter_record_batch(batch, mask) };
+    let filter = FilterBuilder::new(mask).optimize().build();
+    let rows = filter.count();
+    let schema = batch.schema();
+    let mut placeholders: Vec<(&Field, ArrayRef)> = Vec::new();
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for ((column, field), read) in batch.columns().iter().zip(schema.fields()).zip(read) {
+        let same =
+            |(f, _): &&(&Field, ArrayRef)| f.data_type() == field.data_type() && f.is_nullable() == field.is_nullable();
+        let placeholder = match placeholders.iter().find(same) {
+            _ if *read => None,
+            Some((_, array)) => Some(array.clone()),
+            None => placeholder(field, rows).inspect(|array| placeholders.push((field, array.clone()))),
+        };
+        columns.push(match placeholder {
+            Some(array) => array,
+            None => filter.filter(column)?,
+        });
+    }
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// `rows` values of `field`'s type that need no copying, where its type
+/// has one.
+fn placeholder(field: &Field, rows: usize) -> Option<ArrayRef> {
+    if field.is_nullable() {
+        return Some(new_null_array(field.data_type(), rows));
+    }
+    match field.data_type() {
+        DataType::Utf8 => {
+            Some(Arc::new(StringArray::new(OffsetBuffer::new_zeroed(rows), Buffer::from(Vec::<u8>::new()), None)))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -206,5 +255,37 @@ mod tests {
         queue.low_water(Topic::Ci, &mut low);
         assert_eq!(low, BTreeMap::from([((Topic::Ci, 0), 1)]));
         assert_eq!(times(&queue), [10]);
+    }
+
+    #[test]
+    fn admitting_copies_only_the_columns_read() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("note", DataType::Utf8, true),
+            Field::new("digest", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                Arc::new(StringArray::from(vec![Some("x"), None, Some("z")])),
+                Arc::new(StringArray::from(vec!["d1", "d2", "d3"])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+            ],
+        )
+        .unwrap();
+        let mask = BooleanArray::from(vec![true, false, true]);
+        let rows = admitted(&batch, &mask, Some(&[true, false, false, false])).unwrap();
+        assert_eq!(rows.schema(), batch.schema());
+        assert_eq!(rows.column(0).as_ref(), &StringArray::from(vec!["a", "c"]) as &dyn Array);
+        assert_eq!(rows.column(1).null_count(), 2, "an optional column not read is null");
+        assert_eq!(
+            rows.column(2).as_ref(),
+            &StringArray::from(vec!["", ""]) as &dyn Array,
+            "a required text not read is empty"
+        );
+        assert_eq!(rows.column(3).as_ref(), &Int64Array::from(vec![1, 3]) as &dyn Array, "other types are copied");
+        assert_eq!(admitted(&batch, &mask, None).unwrap(), filter_record_batch(&batch, &mask).unwrap());
     }
 }
