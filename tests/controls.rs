@@ -353,3 +353,38 @@ async fn evidence_names_a_merge_without_a_number_as_sod01_does() {
     let record = vigil::evidence::record_of(evidence[0]).unwrap();
     assert_eq!(record.pull_request.as_deref(), Some("acme/payments#c0ffee"));
 }
+
+/// Admitting copies only the trigger columns a control reads: what controls
+/// sharing a filter read is there for each of them, and the decided
+/// triggers keep the columns read by name outside the queries (the deploy
+/// ids an evidence record's outcomes are judged by).
+#[tokio::test]
+async fn admitted_triggers_hold_what_their_readers_read() {
+    use std::sync::Arc;
+    use vigil::controls::ControlSource;
+    use vigil::decode::{Decoder, Format, RawMessage, SchemaResolver, TimeBounds};
+    use vigil::schema::Topic;
+    use vigil::state::State;
+    let catalog = Catalog::builtin().unwrap();
+    let state = State::new(Topic::ALL.map(|t| &**catalog.event(t)));
+    let header =
+        "-- title: t\n-- severity: low\n-- trigger: deploy\n-- filter: environment = 'production'\n-- grace: 1m\n";
+    let by_service = "SELECT d.service AS subject, d.service, d.event_time, 'x' AS message FROM due d";
+    let by_digest = "SELECT d.artifact_digest AS subject, d.service, d.event_time, 'x' AS message FROM due d";
+    let sources = [("X-01", by_service), ("X-02", by_digest)]
+        .map(|(id, sql)| ControlSource { file: id.into(), sql: format!("-- id: {id}\n{header}{sql}") });
+    let mut controls = ControlSet::plan(&sources, &catalog, &state, &Default::default()).await.unwrap();
+    let resolver = Arc::new(SchemaResolver::new(None, None).unwrap());
+    let decoder = Decoder::new(catalog.event(Topic::Deploy).clone(), resolver, Format::Json, TimeBounds::default());
+    let t = vigil::testing::T_MS;
+    let deploy = format!(
+        r#"{{"event_id":"e0","event_time":{t},"deploy_id":"d0","service":"s","environment":"production",
+            "commit_sha":"c","artifact_digest":"sha256:ab","actor":"svc","automated":true,"status":"succeeded"}}"#
+    );
+    let batch = decoder.decode([RawMessage::new(Some(deploy.as_bytes()), 0, 0)], t).batch.unwrap();
+    controls.admit(Topic::Deploy, &batch, None).unwrap();
+    let evaluations = controls.evaluate(&state, t + 120_000).await.unwrap();
+    let subjects: Vec<&str> = evaluations.iter().flat_map(|e| e.findings.iter().map(|f| f.subject.as_str())).collect();
+    assert_eq!(subjects, ["s", "sha256:ab"]);
+    assert_eq!(controls.decided_values(0, "deploy_id"), ["d0".to_string()].into());
+}

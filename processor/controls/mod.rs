@@ -69,6 +69,24 @@ pub enum ControlError {
     Run { id: String, message: String },
 }
 
+/// Trigger columns read by name outside the controls' queries
+/// ([`ControlSet::decided_values`]): admitting always copies them.
+pub const DECIDED_COLUMNS: [&str; 1] = ["deploy_id"];
+
+/// Gives the controls that share a trigger topic and filter (and so share
+/// the admitted rows) the union of the columns they read.
+fn share_reads(controls: &mut [Control]) {
+    for i in 0..controls.len() {
+        let (trigger, filter) = (controls[i].meta.trigger, controls[i].meta.filter.clone());
+        let peers = controls.iter().filter(|c| c.meta.trigger == trigger && c.meta.filter == filter);
+        let united = peers.map(|c| c.reads_due.clone()).reduce(|a, b| match (a, b) {
+            (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(x, y)| *x || *y).collect()),
+            _ => None,
+        });
+        controls[i].reads_due = united.flatten();
+    }
+}
+
 /// One planned control and its pending triggers.
 pub struct Control {
     pub meta: ControlMeta,
@@ -89,8 +107,9 @@ pub struct Control {
     decided: queue::Queue,
     /// State tables the query reads only through due keys.
     restricted: Vec<Restricted>,
-    /// The trigger topic's columns a run reads (`None`: all of them);
-    /// admitting copies no others.
+    /// The trigger topic's columns that admitting copies (`None`: all):
+    /// those this control or another with the same filter reads, as
+    /// [`ControlSet::plan`] unites them.
     reads_due: Option<Vec<bool>>,
     /// How long the last evaluation took: the costliest start first.
     last_cost: Duration,
@@ -161,10 +180,13 @@ impl ControlSet {
         state: &State,
         identities: &Arc<Identities>,
     ) -> Result<ControlSet, ControlError> {
-        let (controls, errors) = plan_each(sources, catalog, state, identities).await;
+        let (mut controls, errors) = plan_each(sources, catalog, state, identities).await;
         match errors.into_iter().next() {
             Some(e) => Err(e),
-            None => Ok(ControlSet { controls }),
+            None => {
+                share_reads(&mut controls);
+                Ok(ControlSet { controls })
+            }
         }
     }
 
@@ -174,8 +196,10 @@ impl ControlSet {
 
     /// The values of `column` among the trigger rows `control` has decided
     /// and still keeps (for its look-back): which subjects it judged.
+    /// `column` must be one of [`DECIDED_COLUMNS`] (admitting keeps those).
     pub fn decided_values(&self, control: usize, column: &str) -> std::collections::HashSet<String> {
         use datafusion::arrow::array::{Array, StringArray};
+        debug_assert!(DECIDED_COLUMNS.contains(&column), "{column} is not kept in decided triggers");
         let mut out = std::collections::HashSet::new();
         for batch in self.controls[control].decided.batches() {
             let Some(values) = batch.column_by_name(column) else { continue };
@@ -256,7 +280,6 @@ impl ControlSet {
     /// Controls with the same filter text share its rows (one evaluation,
     /// one copy of the columns any of them reads).
     pub fn admit(&mut self, topic: Topic, batch: &RecordBatch, watermark: Option<i64>) -> Result<(), ControlError> {
-        let reads = self.reads_by_filter(topic);
         let mut filtered: Vec<(&str, RecordBatch)> = Vec::new();
         for control in self.controls.iter_mut().filter(|c| c.meta.trigger == topic) {
             let text = control.meta.filter.as_deref().unwrap_or_default();
@@ -271,8 +294,8 @@ impl ControlSet {
                         .as_any()
                         .downcast_ref::<BooleanArray>()
                         .ok_or_else(|| control.run_error("filter is not a boolean expression"))?;
-                    let read = reads.iter().find(|(t, _)| t == text).and_then(|(_, r)| r.as_deref());
-                    let rows = queue::admitted(batch, mask, read).map_err(|e| control.run_error(e))?;
+                    let rows =
+                        queue::admitted(batch, mask, control.reads_due.as_deref()).map_err(|e| control.run_error(e))?;
                     filtered.push((text, rows.clone()));
                     rows
                 }
@@ -289,25 +312,6 @@ impl ControlSet {
             control.pending.append(&mut admitted);
         }
         Ok(())
-    }
-
-    /// For each filter of `topic`'s triggers, the columns some control with
-    /// that filter reads (`None`: all).
-    fn reads_by_filter(&self, topic: Topic) -> Vec<(String, Option<Vec<bool>>)> {
-        let mut out: Vec<(String, Option<Vec<bool>>)> = Vec::new();
-        for control in self.controls.iter().filter(|c| c.meta.trigger == topic && c.filter.is_some()) {
-            let text = control.meta.filter.clone().unwrap_or_default();
-            match out.iter_mut().find(|(t, _)| *t == text) {
-                Some((_, read)) => {
-                    *read = match (read.take(), &control.reads_due) {
-                        (Some(a), Some(b)) => Some(a.iter().zip(b).map(|(x, y)| *x || *y).collect()),
-                        _ => None,
-                    }
-                }
-                None => out.push((text, control.reads_due.clone())),
-            }
-        }
-        out
     }
 
     /// The keys whose state index lets controls read only the rows their

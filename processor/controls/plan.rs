@@ -15,7 +15,7 @@ use super::output::check_output;
 use super::reuse::PlanCache;
 use super::run::Planner;
 use super::table::LiveTable;
-use super::{keys, meta, Control, ControlError, ControlSource, KeyFrom, Restricted, ScanKey, DUE_AT};
+use super::{keys, meta, Control, ControlError, ControlSource, KeyFrom, Restricted, ScanKey, DECIDED_COLUMNS, DUE_AT};
 use crate::identity::Identities;
 use crate::index::{KeyPart, KeyReader, KeySpec};
 use crate::schema::{Catalog, EventSchema, Topic};
@@ -149,7 +149,8 @@ async fn plan_one(
 
 /// Which columns of the trigger topic's rows a run reads (`None`: all):
 /// those the plan's scans of `due` project, the keys of its keyed reads,
-/// the event time and the source position (the trigger queues read them).
+/// the event time and the source position (the trigger queues read them),
+/// and [`DECIDED_COLUMNS`].
 fn due_columns(plan: &LogicalPlan, restricted: &[Restricted], trigger: &EventSchema) -> Option<Vec<bool>> {
     let width = trigger.arrow.fields().len();
     let mut read = vec![false; width];
@@ -168,7 +169,8 @@ fn due_columns(plan: &LogicalPlan, restricted: &[Restricted], trigger: &EventSch
     let keys = restricted.iter().flat_map(|r| &r.scans).flat_map(|scan| match &scan.from {
         KeyFrom::Due(columns) | KeyFrom::Rows { due: columns, .. } => columns.as_slice(),
     });
-    let fixed = [trigger.time_index, width - 2, width - 1];
+    let named = DECIDED_COLUMNS.iter().filter_map(|name| trigger.arrow.index_of(name).ok());
+    let fixed: Vec<usize> = [trigger.time_index, width - 2, width - 1].into_iter().chain(named).collect();
     keys.chain(&fixed).filter(|c| **c < width).for_each(|c| read[*c] = true);
     (!all).then_some(read)
 }

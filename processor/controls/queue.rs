@@ -148,14 +148,15 @@ pub(super) fn admitted(
     let mut placeholders: Vec<(&Field, ArrayRef)> = Vec::new();
     let mut columns = Vec::with_capacity(batch.num_columns());
     for ((column, field), read) in batch.columns().iter().zip(schema.fields()).zip(read) {
+        if *read {
+            columns.push(filter.filter(column)?);
+            continue;
+        }
         let same =
             |(f, _): &&(&Field, ArrayRef)| f.data_type() == field.data_type() && f.is_nullable() == field.is_nullable();
-        let placeholder = match placeholders.iter().find(same) {
-            _ if *read => None,
-            Some((_, array)) => Some(array.clone()),
-            None => placeholder(field, rows).inspect(|array| placeholders.push((field, array.clone()))),
-        };
-        columns.push(match placeholder {
+        let shared = placeholders.iter().find(same).map(|(_, array)| array.clone());
+        let made = || placeholder(field, rows).inspect(|array| placeholders.push((field, array.clone())));
+        columns.push(match shared.or_else(made) {
             Some(array) => array,
             None => filter.filter(column)?,
         });
