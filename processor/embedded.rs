@@ -50,14 +50,10 @@ pub struct Record {
 }
 
 /// How long the paced producer gathers a partition's records into one
-/// request. tansu's memory storage keeps each request as an object and
-/// lists every object of a partition on each fetch, so its cost per fetch
-/// grows with the requests stored: at librdkafka's 5 ms a minute at 10,000
-/// events/s took tansu from a tenth to 1.4 of the two cores, and decisions
-/// waited for the CPU (p99 2–3.5 s; 0.41 s at 50 ms, tansu under a third of
-/// a core). A record waits in the producer at most this long, and that wait
-/// counts in the latency measured (it starts at the hand-over).
-const PACED_LINGER_MS: &str = "50";
+/// request: librdkafka's default, as a producer feeding a live stream
+/// keeps it. A record waits in the producer at most this long, and that
+/// wait counts in the latency measured (it starts at the hand-over).
+const PACED_LINGER_MS: &str = "5";
 
 /// Produces `records` at a steady `rate` per second (a slice every 10 ms)
 /// and waits for every ack; returns each record's partition and the instant

@@ -30,9 +30,12 @@
 //! - [`demo`]: an embedded broker, the generator and the pipeline in one
 //!   process.
 //! - [`cli`]: the command-line interface.
+//! - [`apache_kafka`]: Apache Kafka started from its jars, for the
+//!   broker-level tests, the drills and the benchmarks.
 
 pub mod alerts;
 pub mod alloc;
+pub mod apache_kafka;
 pub mod archive;
 pub mod audit;
 pub mod bench;

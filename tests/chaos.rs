@@ -1,6 +1,9 @@
 //! kill -9 at random moments, restart each time, and the output must still
 //! equal the ground truth: nothing missing, nothing unexpected, no id
-//! published twice. The broker is tansu, in its own process.
+//! published twice. The broker is Apache Kafka, in its own process. Some
+//! instances die while the group is still forming around them (a rebalance
+//! in flight, the dead member still in the group until its session
+//! expires), the others at random moments after they hold every partition.
 //!
 //! VIGIL_CHAOS_EVENTS (default 20,000), VIGIL_CHAOS_KILLS (default 3) and
 //! VIGIL_CHAOS_SEED (default 1) shape the run:
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use support::{compare, free_port, generate, start_vigil, wait_for_output, write_config, Tansu};
+use support::{compare, free_port, generate, kafka_with_topics, start_vigil, wait_for_output, write_config};
 
 /// Waits until the processor holds every partition: 3 of each group topic
 /// and the 3 access partitions it reads in full.
@@ -38,23 +41,36 @@ fn kill_dash_nine_at_random_moments_loses_nothing_and_doubles_nothing() {
     let kills = env_or("VIGIL_CHAOS_KILLS", 3);
     let mut rng = ChaCha8Rng::seed_from_u64(env_or("VIGIL_CHAOS_SEED", 1));
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tansu::start();
-    broker.create_vigil_topics(3);
+    let broker = kafka_with_topics(3);
     let expected = generate(&broker.bootstrap(), events, 17, dir.path());
     let port = free_port();
     let config = write_config(dir.path(), &broker.bootstrap(), "chaos", port);
     let log = dir.path().join("vigil.log");
 
-    // Each life lasts a random time once the instance holds all partitions:
-    // some die mid-replay, some mid-tick or mid-publish, some after catching
-    // up. (Killing during a rebalance is left out: tansu 0.6 then keeps the
-    // dead member in the group for good, and its partitions are never
-    // consumed again — see ARCHITECTURE.md.)
+    // Each even life lasts a random time once the instance holds all
+    // partitions: some die mid-replay, some mid-tick or mid-publish, some
+    // after catching up. Each odd one dies at a random moment of its join,
+    // while the coordinator is still rebalancing the group around it.
     let started = Instant::now();
     let life_ms = 500 + (events as u64 / 10).min(30_000);
+    let mut mid_rebalance = 0;
     for k in 0..kills {
         let running = start_vigil(&config, &log);
-        let joined = wait_until_ready(port, Duration::from_secs(60));
+        if k % 2 == 1 {
+            let up = Instant::now();
+            while ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call().is_err() {
+                assert!(up.elapsed() < Duration::from_secs(30), "the processor did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..2_000)));
+            let joined = support::scrape(port).contains("vigil_assigned_partitions 12");
+            mid_rebalance += usize::from(!joined);
+            drop(running); // SIGKILL
+            let when = if joined { "after joining" } else { "mid-rebalance" };
+            eprintln!("chaos: kill {} {when} ({:.1}s after start)", k + 1, up.elapsed().as_secs_f64());
+            continue;
+        }
+        let joined = wait_until_ready(port, Duration::from_secs(90));
         let lived = Duration::from_millis(rng.random_range(0..life_ms));
         std::thread::sleep(lived);
         drop(running); // SIGKILL
@@ -65,7 +81,9 @@ fn kill_dash_nine_at_random_moments_loses_nothing_and_doubles_nothing() {
     let found = wait_for_output(&broker.bootstrap(), &expected, Duration::from_secs(5), timeout);
     let outcome = compare(&expected, &found);
     println!(
-        "chaos: kills={kills} events={events} missing={} unexpected={} duplicates={} ({:.0}s)",
+        "chaos: broker={} kills={kills} events={events} missing={} unexpected={} duplicates={} \
+         mid_rebalance={mid_rebalance} ({:.0}s)",
+        broker.label(),
         outcome.missing,
         outcome.unexpected,
         outcome.duplicates,

@@ -1,7 +1,7 @@
 //! A scenario written only in tools' own formats — CDEvents (structured and
 //! binary mode), GitHub webhooks, Jira, ServiceNow, Okta System Log, Argo CD
 //! notifications and Kubernetes audit events, in tests/scenarios/native.jsonl
-//! — produced to a real broker (tansu) and read by `vigil run` with every
+//! — produced to Apache Kafka and read by `vigil run` with every
 //! topic on `auto`: the violations must be exactly those in
 //! tests/scenarios/native.expected, the irrelevant events counted as
 //! ignored and the one truncated payload dead-lettered.
@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{compare, free_port, scrape, start_vigil, wait_for_output, Tansu};
+use support::{compare, free_port, kafka_with_topics, scrape, start_vigil, wait_for_output};
 use vigil::embedded::{produce_all, Record};
 
 /// The scenario's records, with their headers.
@@ -50,8 +50,7 @@ fn expected() -> Vec<(String, String)> {
 #[test]
 fn a_scenario_in_native_formats_yields_exactly_its_violations() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tansu::start();
-    broker.create_vigil_topics(3);
+    let broker = kafka_with_topics(3);
     let mut records = records();
     let truncated = records.iter().find(|r| r.topic == "deploy").unwrap().payload[..100].to_vec();
     records.push(Record { topic: "deploy".into(), key: "payments".into(), payload: truncated, headers: Vec::new() });

@@ -1,10 +1,8 @@
 //! Measurements through a real broker: Vigil's read rate against a bare
 //! rdkafka consumer's on the same topics, and decision latency in a steady
-//! stream. The broker is `--brokers`, or a tansu process started for the run.
+//! stream. The broker is `--brokers`, or Apache Kafka started for the run.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::apache_kafka::{Cluster, Layout};
 use crate::config::{Config, RawConfig};
 use crate::controls::builtin_sources;
 use crate::embedded::produce_all;
@@ -30,46 +29,23 @@ pub const PARTITIONS: i32 = 3;
 /// The broker the measurements run against.
 pub struct Broker {
     pub bootstrap: String,
-    child: Option<Child>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    /// `kafka-4.1.1` for the broker started for the run; `external` for
+    /// `--brokers`, whose software the run cannot tell.
+    pub label: String,
+    /// Kept until the measurements end: dropping it stops the broker.
+    _cluster: Option<Cluster>,
 }
 
 impl Broker {
-    /// `brokers` when given, else a tansu broker with memory storage
-    /// ($TANSU, PATH or ~/.cargo/bin).
+    /// `brokers` when given, else a single-node Apache Kafka started for the
+    /// run (its jars fetched with Maven the first time).
     pub fn start(brokers: Option<String>) -> anyhow::Result<Broker> {
         if let Some(bootstrap) = brokers {
-            return Ok(Broker { bootstrap, child: None });
+            return Ok(Broker { bootstrap, label: "external".into(), _cluster: None });
         }
-        let tansu = tansu_binary().context(
-            "no broker: pass --brokers HOST:PORT, or install tansu (cargo install tansu --features dynostore)",
-        )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(&tansu)
-            .args(["broker", "--storage-engine", "memory://tansu/"])
-            .arg("--listener-url")
-            .arg(format!("tcp://127.0.0.1:{port}"))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", tansu.display()))?;
-        let broker = Broker { bootstrap: format!("127.0.0.1:{port}"), child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "tansu did not listen on {port} within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(broker)
+        let cluster = Cluster::start(Layout::single())
+            .context("no broker: pass --brokers HOST:PORT, or let the bench start Apache Kafka (needs java and mvn)")?;
+        Ok(Broker { bootstrap: cluster.bootstrap(), label: cluster.label(), _cluster: Some(cluster) })
     }
 
     /// A fresh set of topics (named after `run`) and a config reading them.
@@ -108,16 +84,6 @@ impl Broker {
         }
         Ok(config)
     }
-}
-
-fn tansu_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return Some(path.into());
-    }
-    let on_path =
-        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).find(|p| p.exists()));
-    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu"));
-    on_path.or(home.filter(|p| p.exists()))
 }
 
 #[derive(Debug, Serialize)]

@@ -37,7 +37,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// The broker for the end-to-end and latency measurements (default: a
-    /// tansu broker started for the run).
+    /// single-node Apache Kafka started for the run).
     #[arg(long)]
     pub brokers: Option<String>,
     /// Events through the broker in the end-to-end comparison.
@@ -94,11 +94,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 
     // A measurement that cannot finish is reported as such, with the others.
     let mut failures = serde_json::Map::new();
-    let (e2e, latency) = if args.no_broker {
-        (None, None)
+    let (e2e, latency, broker) = if args.no_broker {
+        (None, None, None)
     } else {
         let broker = broker::Broker::start(args.brokers.clone())?;
-        eprintln!("bench: {} events through the broker at {}…", args.e2e_events, broker.bootstrap);
+        eprintln!("bench: {} events through {} at {}…", args.e2e_events, broker.label, broker.bootstrap);
         let e2e = match broker::e2e(&broker, args.e2e_events, args.seed).await {
             Ok(e2e) => {
                 eprintln!(
@@ -128,7 +128,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 None
             }
         };
-        (e2e, latency)
+        (e2e, latency, Some(broker.label))
     };
     let e2e_ratio = e2e.as_ref().map(|e| e.ratio);
     let p99 = latency.as_ref().map(|l| l.p99_s);
@@ -162,6 +162,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let mut out = serde_json::Map::new();
     for t in &targets {
         out.insert(t.name.to_string(), t.value.map_or(Value::Null, |v| json!(v)));
+    }
+    out.insert("broker".into(), broker.map_or(Value::Null, |b| json!(b)));
+    if let Some(e2e) = &e2e {
+        out.insert("bare_consumer_events_per_s".into(), json!(e2e.bare_events_per_s));
+        out.insert("vigil_events_per_s".into(), json!(e2e.vigil_events_per_s));
     }
     out.insert("all_targets_met".into(), json!(targets.iter().all(|t| t.met)));
     out.insert("targets".into(), serde_json::to_value(&targets)?);
