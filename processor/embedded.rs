@@ -3,10 +3,14 @@
 //! Also the helpers the demo and tests use to load a topic and to read one
 //! back to its end.
 //!
-//! Measured here: the mock cluster serves a consumer a backlog of 100,000
-//! records in a few seconds when they were produced in large batches, but it
-//! stalled after about 200,000 of a 1,000,000-record backlog. The demo stays
-//! well below that; bigger runs want a real broker (`--brokers`).
+//! The mock cluster keeps at most [`MOCK_PARTITION_BYTES`] of record batches
+//! (and 100,000 batches) per partition and deletes the oldest beyond that
+//! (`max_size` and `max_cnt` in librdkafka's `rdkafka_mock.c`, neither
+//! settable): a 1,000,000-event demo puts ~72 MB on `ci` over 8 services'
+//! partitions (~35 MB with lz4), so a consumer behind that backlog found its
+//! offset gone and stalled (past ~200,000 records, seen before the cause was
+//! known). [`EmbeddedBroker::check_kept`] turns that loss into an error
+//! naming the partition.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -38,7 +42,33 @@ impl EmbeddedBroker {
     pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
         Ok(self.cluster.create_topic(name, partitions, 1)?)
     }
+
+    /// Fails, naming the partition, if the mock cluster deleted the oldest
+    /// records of any partition of `topics` (see the module's doc).
+    pub fn check_kept(&self, topics: &[&str]) -> anyhow::Result<()> {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.bootstrap_servers()).create()?;
+        for topic in topics {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                if low > 0 {
+                    anyhow::bail!(
+                        "the embedded broker (librdkafka's mock cluster) keeps {} MiB per partition and deleted \
+                         the first {low} of {high} records of {topic}/{}: run the demo with fewer --events, \
+                         or run Vigil against Kafka (vigil generate --brokers, vigil run)",
+                        MOCK_PARTITION_BYTES >> 20,
+                        p.id()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// What librdkafka's mock cluster keeps of a partition before it deletes
+/// the oldest record batches.
+pub const MOCK_PARTITION_BYTES: usize = 5 << 20;
 
 /// A record to load.
 pub struct Record {
