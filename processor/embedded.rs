@@ -172,6 +172,8 @@ pub struct ReadRecord {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, String)>,
+    /// The record's timestamp (when it was produced, for Vigil's outputs).
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A client context for the reader: partition EOF is how it knows it is
@@ -236,6 +238,7 @@ pub fn read_from(
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
+                timestamp_ms: m.timestamp().to_millis(),
                 headers: m
                     .headers()
                     .map(|h| {

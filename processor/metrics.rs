@@ -34,6 +34,7 @@ pub struct Metrics {
     pub evidence_records: IntCounter,
     pub service_violations: IntCounterVec,
     pub alerts_sent: IntCounter,
+    pub alerts_resent: IntCounter,
     pub alerts_dropped: IntCounter,
     pub alert_send_failures: IntCounter,
     pub alerts_queued: IntGauge,
@@ -182,6 +183,10 @@ impl Metrics {
                 "Evidence records published (one per finished production deploy).",
             ),
             alerts_sent: plain_counter("vigil_alerts_sent_total", "Alerts Alertmanager accepted."),
+            alerts_resent: plain_counter(
+                "vigil_alerts_resent_total",
+                "Alerts of violations published before a restart that Alertmanager did not hold, sent again.",
+            ),
             alerts_dropped: plain_counter(
                 "vigil_alerts_dropped_total",
                 "Alerts dropped because the queue to Alertmanager was full.",
@@ -229,13 +234,14 @@ impl Metrics {
     /// a sample yet (process_* families come from the process collector).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 27] = [
+        let collectors: [&dyn Collector; 28] = [
             &self.heap_bytes,
             &self.evidence_records,
             &self.caught_up,
             &self.decisions,
             &self.service_violations,
             &self.alerts_sent,
+            &self.alerts_resent,
             &self.alerts_dropped,
             &self.alert_send_failures,
             &self.alerts_queued,

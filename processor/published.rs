@@ -51,6 +51,18 @@ pub struct Published {
     evidence_next: BTreeMap<i32, i64>,
     /// The last evidence record per partition: its sequence and hash.
     evidence_tails: BTreeMap<i32, (i64, String)>,
+    /// With alerts on: how far back (`resolve_after`) a violation read on
+    /// is handed back for its alert to be sent again.
+    alert_window_ms: Option<i64>,
+    /// Violations read on within that window, in topic order, until taken.
+    earlier: Vec<EarlierViolation>,
+}
+
+/// A violation record read on that may still want its alert.
+pub struct EarlierViolation {
+    pub payload: Vec<u8>,
+    pub retraction: bool,
+    id: u128,
 }
 
 /// Violation ids are 32 hex digits.
@@ -73,20 +85,37 @@ impl Published {
             evidence_topic: config.evidence_topic.clone(),
             evidence_next: BTreeMap::new(),
             evidence_tails: BTreeMap::new(),
+            alert_window_ms: config.alerts.as_ref().map(|a| a.resolve_after.as_millis() as i64),
+            earlier: Vec::new(),
         }
+    }
+
+    /// The violations read on since the last call that were published
+    /// within the alert window: the last record of each id, in topic order.
+    pub fn take_earlier(&mut self) -> Vec<EarlierViolation> {
+        let mut seen = HashSet::new();
+        let mut last: Vec<EarlierViolation> =
+            std::mem::take(&mut self.earlier).into_iter().rev().filter(|e| seen.insert(e.id)).collect();
+        last.reverse();
+        last
     }
 
     /// Reads the violations and dead-letter topics on to their current
     /// ends; returns how many records were read.
     pub async fn catch_up(&mut self, timeout: Duration) -> anyhow::Result<usize> {
         let records = self.read_on(&self.topic.clone(), self.next.clone(), timeout).await?;
-        for r in &records {
+        let since = self.alert_window_ms.map(|w| crate::pipeline::wall_ms() - w);
+        for r in records.iter() {
             if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
                 let retraction = r.headers.iter().any(|(k, v)| k == "vigil.status" && v == "retracted");
                 if retraction {
                     self.retracted.insert(id);
                 }
                 self.ids.insert(id);
+                let recent = since.is_some_and(|since| r.timestamp_ms.is_some_and(|t| t >= since));
+                if let (true, Some(payload)) = (recent, &r.payload) {
+                    self.earlier.push(EarlierViolation { payload: payload.clone(), retraction, id });
+                }
             }
             advance(&mut self.next, r);
         }

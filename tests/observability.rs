@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{free_port, scrape, Running, VIGIL};
+use support::{alerts_in, free_port, scrape, Running, VIGIL};
 
 /// Runs a tool that `tests/run.sh` installs (promtool, amtool); a missing
 /// one fails the test with what to install.
@@ -181,27 +181,9 @@ fn every_promql_expression_parses_and_names_only_metrics_vigil_exports() {
     assert!(!known(&metric_names("sum(rate(vigil_event_consumed_total[5m]))")[0]));
 }
 
-/// A real Alertmanager (Debian's prometheus-alertmanager) on `port`.
+/// A real Alertmanager with the example config.
 fn alertmanager(port: u16, dir: &Path) -> Running {
-    let child = Command::new("prometheus-alertmanager")
-        .arg("--config.file=deploy/alertmanager/alertmanager.yml")
-        .arg(format!("--storage.path={}", dir.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager: install Debian's prometheus-alertmanager (tests/run.sh does)");
-    Running(child)
-}
-
-/// The alerts Alertmanager holds, keyed by violation_id.
-fn alerts_in(port: u16) -> BTreeMap<String, Value> {
-    let Ok(mut response) = ureq::get(&format!("http://127.0.0.1:{port}/api/v2/alerts")).call() else {
-        return BTreeMap::new();
-    };
-    let alerts: Vec<Value> = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
-    alerts.into_iter().map(|a| (a["labels"]["violation_id"].as_str().unwrap_or_default().to_string(), a)).collect()
+    support::alertmanager(port, dir, Path::new("deploy/alertmanager/alertmanager.yml"))
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

@@ -215,6 +215,7 @@ impl Pipeline {
                 Ok(read) => {
                     tracing::info!(read, known = self.published.len(), "read the violations topic on");
                     self.catch_up = None;
+                    self.alert_earlier();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the violations topic yet; deciding nothing until it can be read")

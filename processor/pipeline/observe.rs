@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{wall_ms, Pipeline};
-use crate::alerts::Alert;
+use crate::alerts::{Alert, Earlier};
 use crate::controls::Evaluation;
 use crate::metrics::Metrics;
 use crate::schema::Topic;
@@ -46,10 +46,37 @@ impl Pipeline {
         let (Some(alerts), Some(config)) = (&self.alerts, &self.config.alerts) else { return };
         let now = wall_ms();
         for v in violations {
-            let control = self.controls.controls().iter().find(|c| c.meta.id == v.control_id);
-            let remediation = control.and_then(|c| c.meta.remediation.as_deref()).unwrap_or_default();
-            alerts.push(Alert::of(v, remediation, config.resolve_after, now));
+            alerts.push(Alert::of(v, self.remediation(&v.control_id), config.resolve_after, now));
         }
+    }
+
+    /// Hands the violations read on from the topic that were published
+    /// within `resolve_after` back to the alert sender, which posts those
+    /// Alertmanager lacks: what a killed process had queued is not lost.
+    pub(super) fn alert_earlier(&mut self) {
+        let earlier = self.published.take_earlier();
+        let (Some(alerts), Some(config)) = (&self.alerts, &self.config.alerts) else { return };
+        let now = wall_ms();
+        let mut out = Vec::with_capacity(earlier.len());
+        let mut unreadable = 0usize;
+        for e in earlier {
+            match Violation::from_confluent_avro(&self.catalog.violation, &e.payload) {
+                Ok(v) => out.push(Earlier {
+                    alert: Alert::of(&v, self.remediation(&v.control_id), config.resolve_after, now),
+                    retraction: e.retraction,
+                }),
+                Err(_) => unreadable += 1,
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(unreadable, "records on the violations topic are not violations; no alerts for them");
+        }
+        alerts.resend(out);
+    }
+
+    fn remediation(&self, control_id: &str) -> &str {
+        let control = self.controls.controls().iter().find(|c| c.meta.id == control_id);
+        control.and_then(|c| c.meta.remediation.as_deref()).unwrap_or_default()
     }
 
     /// Consumer lag per partition read; partitions no longer read lose

@@ -159,3 +159,35 @@ pub fn wait_for_output(
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// A real Alertmanager (Debian's prometheus-alertmanager) on `port` with
+/// the config at `config`, its data in `dir`.
+pub fn alertmanager(port: u16, dir: &Path, config: &Path) -> Running {
+    let child = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager: install Debian's prometheus-alertmanager (tests/run.sh does)");
+    Running(child)
+}
+
+/// An Alertmanager config that routes everything to a receiver that sends
+/// nothing, written into `dir`.
+pub fn quiet_alertmanager_config(dir: &Path) -> PathBuf {
+    let path = dir.join("alertmanager.yml");
+    std::fs::write(&path, "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n").unwrap();
+    path
+}
+
+/// The alerts Alertmanager holds, keyed by violation_id.
+pub fn alerts_in(port: u16) -> BTreeMap<String, serde_json::Value> {
+    let Ok(mut response) = ureq::get(&format!("http://127.0.0.1:{port}/api/v2/alerts")).call() else {
+        return BTreeMap::new();
+    };
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    alerts.into_iter().map(|a| (a["labels"]["violation_id"].as_str().unwrap_or_default().to_string(), a)).collect()
+}
