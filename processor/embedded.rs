@@ -9,8 +9,9 @@
 //! settable): a 1,000,000-event demo puts ~72 MB on `ci` over 8 services'
 //! partitions (~35 MB with lz4), so a consumer behind that backlog found its
 //! offset gone and stalled (past ~200,000 records, seen before the cause was
-//! known). [`EmbeddedBroker::check_kept`] turns that loss into an error
-//! naming the partition.
+//! known), and the evidence topic (~1.2 KB a record) loses its oldest
+//! records from ~75,000 events on. [`EmbeddedBroker::check_kept`] turns
+//! that loss into an error naming the partition.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
