@@ -31,15 +31,11 @@ fn wait_until_ready(port: u16, timeout: Duration) -> Duration {
     started.elapsed()
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 #[test]
 fn kill_dash_nine_at_random_moments_loses_nothing_and_doubles_nothing() {
-    let events = env_or("VIGIL_CHAOS_EVENTS", 20_000) as usize;
-    let kills = env_or("VIGIL_CHAOS_KILLS", 3);
-    let mut rng = ChaCha8Rng::seed_from_u64(env_or("VIGIL_CHAOS_SEED", 1));
+    let events = support::env_or("VIGIL_CHAOS_EVENTS", 20_000) as usize;
+    let kills = support::env_or("VIGIL_CHAOS_KILLS", 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(support::env_or("VIGIL_CHAOS_SEED", 1));
     let dir = tempfile::tempdir().unwrap();
     let broker = kafka_with_topics(3);
     let expected = generate(&broker.bootstrap(), events, 17, dir.path());

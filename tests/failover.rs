@@ -20,10 +20,6 @@ use vigil::embedded::{produce_all, Record};
 
 const TOPICS: [&str; 6] = ["change", "ci", "access", "deploy", "vigil-violations", "vigil-evidence"];
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 /// The node leading most partitions of Vigil's topics, leaving out `except`.
 fn busiest_leader(cluster: &Cluster, except: Option<u32>) -> (u32, usize) {
     let leaders = cluster.leaders(&TOPICS).unwrap_or_else(|e| panic!("reading partition leaders: {e:#}"));
@@ -57,11 +53,10 @@ fn consumed(port: u16) -> f64 {
 
 #[test]
 fn killing_the_partition_leaders_mid_run_leaves_the_output_exact() {
-    let events = env_or("VIGIL_FAILOVER_EVENTS", 100_000) as usize;
-    let down = Duration::from_secs(env_or("VIGIL_FAILOVER_DOWN_SECS", 60));
+    let events = support::env_or("VIGIL_FAILOVER_EVENTS", 100_000) as usize;
+    let down = Duration::from_secs(support::env_or("VIGIL_FAILOVER_DOWN_SECS", 60));
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(Layout::three()).unwrap_or_else(|e| panic!("starting Apache Kafka: {e:#}"));
-    cluster.create_vigil_topics(3).unwrap_or_else(|e| panic!("creating Vigil's topics: {e:#}"));
+    let mut cluster = support::kafka(Layout::three(), 3);
     let bootstrap = cluster.bootstrap();
     let (records, expected) = stream(events, 41);
     let thirds: Vec<&[Record]> = records.chunks(records.len().div_ceil(3)).collect();

@@ -45,9 +45,19 @@ pub use vigil::apache_kafka::{Cluster, Layout};
 /// Apache Kafka with one combined broker+controller node and Vigil's topics
 /// (`partitions` each, the dead-letter topic one).
 pub fn kafka_with_topics(partitions: i32) -> Cluster {
-    let cluster = Cluster::start(Layout::single()).unwrap_or_else(|e| panic!("starting Apache Kafka: {e:#}"));
+    kafka(Layout::single(), partitions)
+}
+
+/// Apache Kafka laid out as `layout`, with Vigil's topics.
+pub fn kafka(layout: Layout, partitions: i32) -> Cluster {
+    let cluster = Cluster::start(layout).unwrap_or_else(|e| panic!("starting Apache Kafka: {e:#}"));
     cluster.create_vigil_topics(partitions).unwrap_or_else(|e| panic!("creating Vigil's topics: {e:#}"));
     cluster
+}
+
+/// The number in environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// A config for `vigil run` against `bootstrap`, with the generated
