@@ -1,17 +1,21 @@
-//! The embedded broker and the plumbing around it: librdkafka's mock cluster
-//! speaks the real Kafka protocol over TCP on loopback, inside this process.
-//! Also the helpers the demo and tests use to load a topic and to read one
-//! back to its end.
+//! The embedded broker and the plumbing around it: a Kafka-protocol broker
+//! inside this process, on a loopback port, for `vigil demo` and the tests
+//! that need no cluster. Also the helpers the demo and tests use to load a
+//! topic and to read one back to its end.
 //!
-//! The mock cluster keeps at most [`MOCK_PARTITION_BYTES`] of record batches
-//! (and 100,000 batches) per partition and deletes the oldest beyond that
-//! (`max_size` and `max_cnt` in librdkafka's `rdkafka_mock.c`, neither
-//! settable): a 1,000,000-event demo puts ~72 MB on `ci` over 8 services'
-//! partitions (~35 MB with lz4), so a consumer behind that backlog found its
-//! offset gone and stalled (past ~200,000 records, seen before the cause was
-//! known), and the evidence topic (~1.2 KB a record) loses its oldest
-//! records from ~75,000 events on. [`EmbeddedBroker::check_kept`] turns
-//! that loss into an error naming the partition.
+//! The broker is Vigil's own ([`server`], [`api`], [`log`], [`group`]): one
+//! node leading every partition, each partition the record batches as
+//! producers sent them (compressed or not) in memory, nothing deleted, and
+//! Kafka's classic consumer-group protocol. It replaced librdkafka's mock
+//! cluster, which keeps at most 5 MiB or 100,000 batches per partition and
+//! deletes the oldest beyond that (`max_size`, `max_cnt` in
+//! `rdkafka_mock.c`, neither settable): a 1,000,000-event demo stalled when
+//! its consumer's offset was deleted under it.
+
+mod api;
+mod group;
+mod log;
+mod server;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -21,55 +25,61 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-/// A Kafka-protocol broker running inside this process.
+/// A Kafka-protocol broker running inside this process (on a thread of its
+/// own, so it serves blocking and async callers alike); stopped on drop.
 pub struct EmbeddedBroker {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    shared: std::sync::Arc<server::Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EmbeddedBroker {
     pub fn start() -> anyhow::Result<EmbeddedBroker> {
-        Ok(EmbeddedBroker { cluster: MockCluster::new(1)? })
+        let (listener, shared) = server::bind()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let serving = shared.clone();
+        let thread = std::thread::Builder::new().name("embedded-broker".into()).spawn(move || {
+            if let Err(e) = runtime.block_on(server::serve(listener, serving, stopped)) {
+                tracing::error!(error = %e, "the embedded broker stopped");
+            }
+        })?;
+        Ok(EmbeddedBroker { shared, stop, thread: Some(thread) })
     }
 
     pub fn bootstrap_servers(&self) -> String {
-        self.cluster.bootstrap_servers()
+        self.shared.addr.to_string()
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
-        Ok(self.cluster.create_topic(name, partitions, 1)?)
+        let count = usize::try_from(partitions).ok().filter(|p| *p > 0);
+        let count = count.ok_or_else(|| anyhow::anyhow!("topic {name}: {partitions} partitions; give 1 or more"))?;
+        let mut state = self.shared.lock();
+        if state.topics.contains_key(name) {
+            anyhow::bail!("topic {name} exists already");
+        }
+        state.topics.insert(name.to_string(), (0..count).map(|_| log::Partition::default()).collect());
+        Ok(())
     }
 
-    /// Fails, naming the partition, if the mock cluster deleted the oldest
-    /// records of any partition of `topics` (see the module's doc).
-    pub fn check_kept(&self, topics: &[&str]) -> anyhow::Result<()> {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.bootstrap_servers()).create()?;
-        for topic in topics {
-            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-                if low > 0 {
-                    anyhow::bail!(
-                        "the embedded broker (librdkafka's mock cluster) keeps {} MiB per partition and deleted \
-                         the first {low} of {high} records of {topic}/{}: run the demo with fewer --events, \
-                         or run Vigil against Kafka (vigil generate --brokers, vigil run)",
-                        MOCK_PARTITION_BYTES >> 20,
-                        p.id()
-                    );
-                }
-            }
-        }
-        Ok(())
+    /// Bytes of record batches held, over every partition of every topic.
+    pub fn size(&self) -> usize {
+        self.shared.lock().topics.values().flatten().map(log::Partition::size).sum()
     }
 }
 
-/// What librdkafka's mock cluster keeps of a partition before it deletes
-/// the oldest record batches.
-pub const MOCK_PARTITION_BYTES: usize = 5 << 20;
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 
 /// A record to load.
 pub struct Record {
