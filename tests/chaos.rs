@@ -95,7 +95,7 @@ fn kill_dash_nine_at_random_moments_loses_nothing_and_doubles_nothing() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    println!(
+    support::summary(format_args!(
         "chaos: broker={} kills={kills} events={events} missing={} unexpected={} duplicates={} \
          unalerted={unalerted} mid_rebalance={mid_rebalance} ({:.0}s)",
         broker.label(),
@@ -103,7 +103,7 @@ fn kill_dash_nine_at_random_moments_loses_nothing_and_doubles_nothing() {
         outcome.unexpected,
         outcome.duplicates,
         started.elapsed().as_secs_f64()
-    );
+    ));
     if outcome != support::Outcome::default() || unalerted > 0 {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let kept = std::env::temp_dir().join("vigil-chaos-failure.log");

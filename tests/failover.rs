@@ -106,7 +106,7 @@ fn killing_the_partition_leaders_mid_run_leaves_the_output_exact() {
 
     let found = wait_for_output(&bootstrap, &expected, Duration::from_secs(5), Duration::from_secs(400));
     let outcome = compare(&expected, &found);
-    println!(
+    support::summary(format_args!(
         "failover: broker={} nodes=3 killed={first},{second} not_ready={:.1}s events={events} missing={} unexpected={} \
          duplicates={} ({:.0}s)",
         cluster.label(),
@@ -115,7 +115,7 @@ fn killing_the_partition_leaders_mid_run_leaves_the_output_exact() {
         outcome.unexpected,
         outcome.duplicates,
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert_eq!(
         outcome,
         support::Outcome::default(),

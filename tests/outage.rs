@@ -60,14 +60,14 @@ fn a_broker_outage_mid_run_leaves_the_output_exact() {
 
     let found = wait_for_output(&broker.bootstrap(), &expected, Duration::from_secs(5), Duration::from_secs(240));
     let outcome = compare(&expected, &found);
-    println!(
+    support::summary(format_args!(
         "outage: broker={} down={}s missing={} unexpected={} duplicates={}",
         broker.label(),
         outage.as_secs(),
         outcome.missing,
         outcome.unexpected,
         outcome.duplicates
-    );
+    ));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !scrape(port).contains("vigil_ready 1") {
         assert!(Instant::now() < deadline, "not ready again after the outage");

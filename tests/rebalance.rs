@@ -151,13 +151,13 @@ fn instances_joining_and_leaving_mid_run_keep_the_output_exact() {
     let found = wait_for_output(&broker.bootstrap(), &expected, Duration::from_secs(5), Duration::from_secs(240));
     let outcome = compare(&expected, &found);
     println!("rebalance: first read of the stream by two instances: {first_read:.0} events; {}", costs.join("; "));
-    println!(
+    support::summary(format_args!(
         "rebalance: broker={} protocol=eager-range joined=1 left=1 killed=1 missing={} unexpected={} duplicates={}",
         broker.label(),
         outcome.missing,
         outcome.unexpected,
         outcome.duplicates
-    );
+    ));
     if outcome != support::Outcome::default() {
         let logs: Vec<String> = logs.iter().map(|l| std::fs::read_to_string(l).unwrap_or_default()).collect();
         panic!(

@@ -201,3 +201,11 @@ pub fn alerts_in(port: u16) -> BTreeMap<String, serde_json::Value> {
     let alerts: Vec<serde_json::Value> = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
     alerts.into_iter().map(|a| (a["labels"]["violation_id"].as_str().unwrap_or_default().to_string(), a)).collect()
 }
+
+/// Prints a drill's summary line (`NAME: broker=… missing=M …`) straight to
+/// standard error: the test harness captures only `print!`-family output,
+/// so the line shows in the README's test command, passing or failing.
+pub fn summary(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
