@@ -150,7 +150,9 @@ fn bare_read(config: &Config, events: usize) -> anyhow::Result<f64> {
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", format!("{}-bare-{}", config.group_id, wall_ms()))
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", crate::source::FETCH_WAIT_MAX_MS) // as Vigil's source fetches
+        // As Vigil's source fetches.
+        .set("fetch.wait.max.ms", crate::source::FETCH_WAIT_MAX_MS)
+        .set("fetch.queue.backoff.ms", crate::source::FETCH_QUEUE_BACKOFF_MS)
         .create()?;
     let mut list = TopicPartitionList::new();
     for topic in &config.input_topics {

@@ -28,12 +28,18 @@ const AUTO_CREATE_PARTITIONS: usize = 1;
 const NODE: i32 = 0;
 
 /// Answers one request; `None` for a produce with `acks=0`, which gets none.
-pub async fn handle(shared: &Shared, header: &RequestHeader, request: RequestKind) -> Option<ResponseKind> {
+/// A request outside [`super::server::APIS`] is an error: the server closes
+/// the connection, as Kafka does, rather than leave the client waiting.
+pub async fn handle(
+    shared: &Shared,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> anyhow::Result<Option<ResponseKind>> {
     let client = header.client_id.as_ref().map_or("", |c| c.as_str());
-    Some(match request {
+    Ok(Some(match request {
         RequestKind::ApiVersions(_) => api_versions().into(),
         RequestKind::Metadata(r) => metadata(shared, header.request_api_version, r).into(),
-        RequestKind::Produce(r) => return produce(shared, r).map(Into::into),
+        RequestKind::Produce(r) => return Ok(produce(shared, r).map(Into::into)),
         RequestKind::Fetch(r) => fetch(shared, r).await.into(),
         RequestKind::ListOffsets(r) => list_offsets(shared, r).into(),
         RequestKind::FindCoordinator(_) => {
@@ -55,12 +61,8 @@ pub async fn handle(shared: &Shared, header: &RequestHeader, request: RequestKin
         RequestKind::LeaveGroup(r) => leave_group(shared, r).into(),
         RequestKind::OffsetCommit(r) => offset_commit(shared, r).into(),
         RequestKind::OffsetFetch(r) => offset_fetch(shared, r).into(),
-        other => {
-            // server::APIS lists only the requests above.
-            tracing::warn!(request = ?std::mem::discriminant(&other), "embedded broker: unexpected request");
-            return None;
-        }
-    })
+        _ => anyhow::bail!("API key {} is not answered here", header.request_api_key),
+    }))
 }
 
 fn str(s: &str) -> StrBytes {

@@ -137,7 +137,7 @@ async fn connection(stream: TcpStream, shared: &Shared) -> anyhow::Result<()> {
             Some((ResponseKind::ApiVersions(r), 0))
         } else {
             let request = RequestKind::decode(api, &mut frame, version)?;
-            super::api::handle(shared, &header, request).await.map(|r| (r, version))
+            super::api::handle(shared, &header, request).await?.map(|r| (r, version))
         };
         let Some((response, version)) = response else { continue };
         out.clear();

@@ -64,7 +64,7 @@ pub enum SourceError {
 pub const FETCH_WAIT_MAX_MS: &str = "100";
 
 /// See its use in [`Source::new`].
-const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// How long a committed offset read for catch-up detection is trusted.
 const START_OFFSET_REFRESH: Duration = Duration::from_secs(3);
