@@ -37,9 +37,10 @@ pub struct Published {
     properties: BTreeMap<String, String>,
     topic: String,
     dead_letter_topic: String,
-    ids: HashSet<u128>,
+    /// Violation and evidence ids (themselves hashes: hashed fast).
+    ids: foldhash::HashSet<u128>,
     /// Ids whose retraction (an amendment) is published.
-    retracted: HashSet<u128>,
+    retracted: foldhash::HashSet<u128>,
     /// Next offset to read per partition of the violations topic.
     next: BTreeMap<i32, i64>,
     /// The same for the dead-letter topic.
@@ -77,8 +78,8 @@ impl Published {
             properties: config.consumer_properties.clone(),
             topic: config.violations_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
-            ids: HashSet::new(),
-            retracted: HashSet::new(),
+            ids: foldhash::HashSet::default(),
+            retracted: foldhash::HashSet::default(),
             next: BTreeMap::new(),
             dead_next: BTreeMap::new(),
             dead_lettered: HashMap::new(),

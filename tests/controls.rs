@@ -386,5 +386,7 @@ async fn admitted_triggers_hold_what_their_readers_read() {
     let evaluations = controls.evaluate(&state, t + 120_000).await.unwrap();
     let subjects: Vec<&str> = evaluations.iter().flat_map(|e| e.findings.iter().map(|f| f.subject.as_str())).collect();
     assert_eq!(subjects, ["s", "sha256:ab"]);
-    assert_eq!(controls.decided_values(0, "deploy_id"), ["d0".to_string()].into());
+    let wanted: foldhash::HashSet<&str> = ["d0", "d1"].into_iter().collect();
+    let judged = controls.decided_among(0, "deploy_id", &wanted);
+    assert_eq!(judged, ["d0"].into_iter().collect());
 }

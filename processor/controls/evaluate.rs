@@ -42,6 +42,18 @@ pub struct Running {
     runs: Vec<Run>,
 }
 
+impl Running {
+    /// Trigger rows the decision judges: no longer pending, not yet decided.
+    pub fn rows(&self) -> usize {
+        self.runs.iter().map(|r| r.due_rows).sum()
+    }
+
+    /// Whether every query has finished, so [`ControlSet::finish`] will not wait.
+    pub fn is_done(&self) -> bool {
+        self.runs.iter().all(|r| r.handle.is_finished())
+    }
+}
+
 /// One running query and what its evaluation reports.
 struct Run {
     control: usize,

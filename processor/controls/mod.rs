@@ -70,7 +70,7 @@ pub enum ControlError {
 }
 
 /// Trigger columns read by name outside the controls' queries
-/// ([`ControlSet::decided_values`]): admitting always copies them.
+/// ([`ControlSet::decided_among`]): admitting always copies them.
 pub const DECIDED_COLUMNS: [&str; 1] = ["deploy_id"];
 
 /// Gives the controls that share a trigger topic and filter (and so share
@@ -194,17 +194,30 @@ impl ControlSet {
         &self.controls
     }
 
-    /// The values of `column` among the trigger rows `control` has decided
-    /// and still keeps (for its look-back): which subjects it judged.
-    /// `column` must be one of [`DECIDED_COLUMNS`] (admitting keeps those).
-    pub fn decided_values(&self, control: usize, column: &str) -> std::collections::HashSet<String> {
+    /// Which of `wanted` are values of `column` among the trigger rows
+    /// `control` has decided and still keeps (for its look-back): which of
+    /// these subjects it judged. `column` must be one of
+    /// [`DECIDED_COLUMNS`] (admitting keeps those). Only the wanted values
+    /// are hashed into a set: the decided rows, many more, are looked up.
+    pub fn decided_among<'w>(
+        &self,
+        control: usize,
+        column: &str,
+        wanted: &foldhash::HashSet<&'w str>,
+    ) -> foldhash::HashSet<&'w str> {
         use datafusion::arrow::array::{Array, StringArray};
         debug_assert!(DECIDED_COLUMNS.contains(&column), "{column} is not kept in decided triggers");
-        let mut out = std::collections::HashSet::new();
+        let mut out = foldhash::HashSet::default();
+        if wanted.is_empty() {
+            return out;
+        }
         for batch in self.controls[control].decided.batches() {
             let Some(values) = batch.column_by_name(column) else { continue };
             let Some(values) = values.as_any().downcast_ref::<StringArray>() else { continue };
-            out.extend(values.iter().flatten().map(str::to_string));
+            out.extend(values.iter().flatten().filter_map(|v| wanted.get(v).copied()));
+            if out.len() == wanted.len() {
+                break;
+            }
         }
         out
     }

@@ -1,7 +1,5 @@
 //! Turning the evidence query's rows into chained evidence records.
 
-use std::collections::HashSet;
-
 use super::Pipeline;
 use crate::controls::Finding;
 use crate::evidence::{record_of, related_subject, EvidenceRecord, Outcome};
@@ -26,11 +24,12 @@ impl Pipeline {
             .filter(|(_, c)| !c.meta.evidence)
             .map(|(i, c)| (i, c.meta.id.clone(), c.version.clone(), c.meta.trigger))
             .collect();
-        let judged: Vec<HashSet<String>> = controls
+        let deploys: foldhash::HashSet<&str> = findings.iter().map(|f| f.subject.as_str()).collect();
+        let judged: Vec<foldhash::HashSet<&str>> = controls
             .iter()
             .map(|(i, _, _, trigger)| match trigger {
-                Topic::Deploy => self.controls.decided_values(*i, "deploy_id"),
-                _ => HashSet::new(),
+                Topic::Deploy => self.controls.decided_among(*i, "deploy_id", &deploys),
+                _ => foldhash::HashSet::default(),
             })
             .collect();
         let mut out = Vec::with_capacity(findings.len());
@@ -50,7 +49,7 @@ impl Pipeline {
                 let vid = violation_id(id, &subject);
                 let outcome = if self.published.contains(&vid) && !self.published.is_retracted(&vid) {
                     Outcome::Violation
-                } else if *trigger != Topic::Deploy || judged.contains(&subject) {
+                } else if *trigger != Topic::Deploy || judged.contains(subject.as_str()) {
                     Outcome::Pass
                 } else {
                     Outcome::NotApplicable

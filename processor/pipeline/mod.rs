@@ -8,6 +8,7 @@
 //! may need, and re-decides nothing differently (violation ids are
 //! deterministic).
 
+mod decide;
 mod evidence;
 mod ingest;
 mod observe;
@@ -69,7 +70,10 @@ pub struct Pipeline {
     /// Read the violations topic on before the next decision (start-up, new
     /// partitions), and not before this instant.
     catch_up: Option<Instant>,
-    /// What late events changed, waiting to be published at the next tick.
+    /// The decision under way, started at a tick (see `decide`).
+    decision: Option<decide::Decision>,
+    /// What late events changed, waiting to be published with the next
+    /// decision's conclusion.
     amendments: Vec<(Amendment, Vec<String>)>,
     /// Partitions of the change topic the group assigned here; access
     /// triggers of the same partition numbers are decided here.
@@ -122,6 +126,7 @@ impl Pipeline {
             catch_up: Some(Instant::now()),
             owned_change: Vec::new(),
             amendments: Vec::new(),
+            decision: None,
             watermarks: Watermarks::new(config.watermarks),
             config,
             catalog,
@@ -167,170 +172,30 @@ impl Pipeline {
             // recv_batch already dropped what it read from revoked partitions
             // before their revocation.
             let revoked = self.source.take_revoked();
+            let assigned = self.source.take_assigned();
+            if !revoked.is_empty() || assigned {
+                // What was decided while the partitions were ours is
+                // published before their state goes.
+                self.settle().await?;
+            }
             if !revoked.is_empty() {
                 self.revoke(&revoked);
             }
-            if self.source.take_assigned() {
+            if assigned {
                 // The access topic is read again from the beginning.
                 messages.retain(|m| m.topic != Topic::Access);
                 self.reassigned();
             }
             self.ingest(messages).await?;
+            self.conclude_if_done().await?;
             if Instant::now() >= next_tick {
                 self.tick().await?;
                 next_tick = Instant::now() + self.config.tick;
             }
         }
+        self.settle().await?;
         self.metrics.ready.set(0);
         Ok(())
-    }
-
-    async fn tick(&mut self) -> anyhow::Result<()> {
-        let now = Instant::now();
-        self.source.read_access_in_full(false);
-        let assigned = self.source.assignment();
-        self.watermarks.assign(&assigned);
-        for tp in &assigned {
-            let caught_up = self.source.caught_up(*tp, self.next_offsets.get(tp).copied());
-            self.watermarks.set_caught_up(*tp, caught_up, now);
-        }
-        let reachable = self.source.broker_reachable();
-        self.metrics.ready.set(i64::from(!assigned.is_empty() && reachable));
-        self.metrics.assigned_partitions.set(assigned.len() as i64);
-        // Nothing assigned, nothing to decide: what state remains (the
-        // access topic) is no one's to judge here.
-        let watermark = if assigned.is_empty() { None } else { self.watermarks.advance(now, wall_ms()) };
-        if watermark.is_none() && self.status.ticks % 50 == 49 {
-            let waiting: Vec<String> = self
-                .watermarks
-                .waiting_on(now)
-                .into_iter()
-                .map(|tp| self.source.describe_progress(tp, self.next_offsets.get(&tp).copied()))
-                .collect();
-            tracing::info!(?waiting, "no watermark yet: waiting for these partitions to be read or caught up");
-        }
-        let mut violations = Vec::new();
-        if self.catch_up.is_some_and(|at| now >= at) && watermark.is_some() {
-            match self.published.catch_up(CATCH_UP_TIMEOUT).await {
-                Ok(read) => {
-                    tracing::info!(read, known = self.published.len(), "read the violations topic on");
-                    self.catch_up = None;
-                    self.alert_earlier();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the violations topic yet; deciding nothing until it can be read")
-                }
-            }
-        }
-        self.status.deciding = self.catch_up.is_none() && !assigned.is_empty();
-        if self.catch_up.is_some() {
-            // Nothing may be published (or committed past) before we know
-            // what already was.
-            self.report(watermark, 0);
-            return Ok(());
-        }
-        let detected_at = wall_ms();
-        for (amendment, late) in std::mem::take(&mut self.amendments) {
-            if let Some(v) = self.amendment_record(amendment, &late, detected_at) {
-                violations.push(v);
-            }
-        }
-        let mut evidence_rows = Vec::new();
-        let deciding = Instant::now();
-        if let Some(w) = watermark {
-            for evaluation in self.controls.evaluate(&self.state, w).await? {
-                let control = &self.controls.controls()[evaluation.control];
-                if control.meta.evidence {
-                    evidence_rows.extend(evaluation.findings);
-                    continue;
-                }
-                observe::evaluated(&self.metrics, &control.meta.id, &evaluation);
-                let detected_at = wall_ms();
-                for finding in evaluation.findings {
-                    let violation = Violation::new(control, finding, detected_at);
-                    if self.published.contains(&violation.id) {
-                        self.metrics.redecided.with_label_values(&[control.meta.id.as_str()]).inc();
-                        continue;
-                    }
-                    if violation.late {
-                        self.metrics.late_triggers.with_label_values(&[control.meta.id.as_str()]).inc();
-                    }
-                    self.published.insert(&violation.id);
-                    violations.push(violation);
-                }
-            }
-        }
-        let mut dead = std::mem::take(&mut self.dead);
-        let mut seen = std::collections::HashSet::new();
-        dead.retain(|d| {
-            !self.published.is_dead_lettered(&d.source_topic, d.partition, d.offset)
-                && seen.insert((d.source_topic.clone(), d.partition, d.offset))
-        });
-        let evidence = self.evidence_records(evidence_rows)?;
-        let publishing = Instant::now();
-        self.sink.publish(&violations, &dead, &evidence).await?;
-        let publish_took = publishing.elapsed();
-        self.metrics.evidence_records.inc_by(evidence.len() as u64);
-        for d in &dead {
-            self.published.dead_lettered(&d.source_topic, d.partition, d.offset);
-            let topic = self.config.topic_of(&d.source_topic).map_or("unknown", Topic::name);
-            self.metrics.dead_letters.with_label_values(&[topic, d.reason]).inc();
-        }
-        for v in violations.iter().filter(|v| v.status == "open") {
-            self.metrics.violations.with_label_values(&[v.control_id.as_str(), v.severity.as_str()]).inc();
-            self.metrics.service_violations.with_label_values(&[v.service.as_str(), v.control_id.as_str()]).inc();
-            if let Some(f) = &self.on_violation {
-                f(v);
-            }
-        }
-        self.alert(&violations);
-        if let Some(w) = watermark {
-            let horizons = Topic::ALL.map(|t| w.saturating_sub(crate::duration::millis(self.controls.retention(t))));
-            self.state.evict(horizons);
-            self.controls.evict_decided(w);
-        }
-        if let Err(e) = self.commit() {
-            // Committing again next tick is harmless; until then a restart
-            // would only replay a little more.
-            tracing::warn!(error = %e, "offset commit failed; retrying next tick");
-        }
-        tracing::debug!(
-            decide = ?(publishing - deciding),
-            publish = ?publish_took,
-            tick = ?now.elapsed(),
-            violations = violations.len(),
-            "ticked"
-        );
-        self.report(watermark, violations.len());
-        Ok(())
-    }
-
-    /// The record an amendment publishes, unless it would repeat what the
-    /// violations topic already says.
-    fn amendment_record(&mut self, amendment: Amendment, late: &[String], detected_at: i64) -> Option<Violation> {
-        let (control, v, kind) = match amendment {
-            Amendment::New { control, finding } => {
-                let c = &self.controls.controls()[control];
-                let v = Violation::new(c, finding, detected_at);
-                if self.published.contains(&v.id) {
-                    return None;
-                }
-                self.published.insert(&v.id);
-                (c, v, "new")
-            }
-            Amendment::Retracted { control, finding } => {
-                let c = &self.controls.controls()[control];
-                let v = Violation::retraction(c, finding, detected_at, late);
-                if !self.published.contains(&v.id) || self.published.is_retracted(&v.id) {
-                    return None;
-                }
-                self.published.retract(&v.id);
-                (c, v, "retracted")
-            }
-        };
-        self.metrics.amendments.with_label_values(&[control.meta.id.as_str(), kind]).inc();
-        tracing::info!(control = %control.meta.id, subject = %v.subject, kind, "amended a decision after late events");
-        Some(v)
     }
 
     /// The group's assignment changed: access triggers now belong to

@@ -14,8 +14,8 @@ use crate::time::TopicPartition;
 use crate::violation::Violation;
 
 impl Pipeline {
-    /// Publishes the tick's gauges and status.
-    pub(super) fn report(&mut self, watermark: Option<i64>, published: usize) {
+    /// Publishes the gauges and status (each tick, and when a decision concludes).
+    pub(super) fn report(&mut self, watermark: Option<i64>) {
         let wall = wall_ms();
         for (topic, w) in self.watermarks.per_topic() {
             self.metrics.watermark.with_label_values(&[topic.name()]).set(w as f64 / 1000.0);
@@ -28,16 +28,14 @@ impl Pipeline {
             self.metrics.state_rows.with_label_values(&[topic.name()]).set(usage.rows as i64);
             self.metrics.state_bytes.with_label_values(&[topic.name()]).set(usage.bytes as i64);
         }
-        let pending = self.controls.pending_rows();
+        let pending = self.controls.pending_rows() + self.deciding_rows();
         self.metrics.pending_triggers.set(pending as i64);
         if let Some(heap) = crate::alloc::live_bytes() {
             self.metrics.heap_bytes.set(heap);
         }
-        self.status.violations += published as u64;
         self.status.pending_triggers = pending;
         self.status.watermark = watermark;
         self.status.caught_up = self.watermarks.all_caught_up();
-        self.status.ticks += 1;
         self.status_tx.send_replace(self.status.clone());
     }
 
