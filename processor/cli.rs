@@ -82,6 +82,10 @@ pub enum Command {
         /// Directory of .sql controls (default: controls.dir, or the built-in catalogue).
         #[arg(long)]
         queries: Option<PathBuf>,
+        /// Also connect to the config's brokers: they must answer, accept
+        /// its credentials and let it see its topics and use its group.
+        #[arg(long, requires = "config")]
+        connect: bool,
     },
     /// Print the canonical events (one JSON line each) that tool-native
     /// payload files map to: the tool for wiring a new source.
@@ -215,7 +219,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", report.render());
             Ok(if report.failed() == 0 { 0 } else { 1 })
         }
-        Command::Check { config, queries } => check(config, queries).await,
+        Command::Check { config, queries, connect } => check(config, queries, connect).await,
         Command::Decode { format, topic, headers, config, files } => decode(format, topic, &headers, config, &files),
         Command::Verify { archive, brokers, topic } => {
             let report = match (archive, brokers) {
@@ -320,7 +324,7 @@ pub(crate) fn sources(dir: Option<&PathBuf>) -> anyhow::Result<Vec<ControlSource
 }
 
 /// `vigil check`: every problem, each naming its file; exit 1 if any.
-async fn check(config_path: Option<PathBuf>, queries: Option<PathBuf>) -> anyhow::Result<i32> {
+async fn check(config_path: Option<PathBuf>, queries: Option<PathBuf>, connect: bool) -> anyhow::Result<i32> {
     let config = match &config_path {
         Some(path) => match Config::load(path) {
             Ok(config) => Some(config),
@@ -351,7 +355,29 @@ async fn check(config_path: Option<PathBuf>, queries: Option<PathBuf>) -> anyhow
         eprintln!("error: {e}");
     }
     let what = dir.map_or("the built-in catalogue".to_string(), |d| d.display().to_string());
-    if errors.is_empty() {
+    let mut unreachable = false;
+    if let (true, Some(config)) = (connect, &config) {
+        let probe = config.clone();
+        let problems = tokio::task::spawn_blocking(move || {
+            crate::source::check_connection(&probe, std::time::Duration::from_secs(10))
+        })
+        .await?;
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        unreachable = !problems.is_empty();
+        if unreachable {
+            eprintln!("check: the brokers {} do not accept Vigil as configured", config.bootstrap_servers);
+        } else {
+            println!(
+                "check: {} accepts Vigil: its topics are visible and its group usable (write access is seen at the first publish)",
+                config.bootstrap_servers
+            );
+        }
+    }
+    if unreachable {
+        Ok(1)
+    } else if errors.is_empty() {
         let config = config_path.map(|p| format!(" and {}", p.display())).unwrap_or_default();
         println!("check: {} controls in {what}{config} and the evidence query are valid", sources.len());
         Ok(0)

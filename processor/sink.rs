@@ -54,6 +54,10 @@ pub enum SinkError {
 pub struct SinkContext(Arc<BrokerHealth>);
 
 impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::source::forward_log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.0.note(&error, reason);
     }

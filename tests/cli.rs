@@ -86,7 +86,7 @@ fn generate_then_run_publishes_exactly_the_truth() {
         let text = scrape(port);
         let redecided = vigil::metrics::sample_sum(&text, "vigil_redecided_violations_total");
         let pending = vigil::metrics::sample_sum(&text, "vigil_pending_triggers");
-        if redecided > 0.0 && pending == 0.0 && text.contains("vigil_ready 1") {
+        if redecided > 0.0 && pending == 0.0 && text.lines().any(|l| l.trim() == "vigil_ready 1") {
             break;
         }
         assert!(Instant::now() < deadline, "the restarted processor did not re-decide: {text}");

@@ -23,7 +23,7 @@ fn a_broker_outage_mid_run_leaves_the_output_exact() {
     let _vigil = start_vigil(&config, &log);
 
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !scrape(port).contains("vigil_ready 1") {
+    while !support::is_ready(&scrape(port)) {
         assert!(Instant::now() < deadline, "never ready");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -69,7 +69,7 @@ fn a_broker_outage_mid_run_leaves_the_output_exact() {
         outcome.duplicates
     ));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !scrape(port).contains("vigil_ready 1") {
+    while !support::is_ready(&scrape(port)) {
         assert!(Instant::now() < deadline, "not ready again after the outage");
         std::thread::sleep(Duration::from_millis(200));
     }

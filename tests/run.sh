@@ -22,6 +22,12 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+step "OpenSSL: librdkafka is built with TLS and SCRAM; the security drill makes its CA with openssl"
+if ! command -v openssl >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1 \
+    || ! pkg-config --exists openssl 2>/dev/null; then
+    apt_install openssl libssl-dev pkg-config
+fi
+
 step "Apache Kafka: the broker the process-level tests, drills and benchmarks run against"
 if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
     apt_install openjdk-17-jre-headless maven

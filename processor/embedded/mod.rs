@@ -192,6 +192,10 @@ pub struct ReadRecord {
 struct ReaderContext;
 
 impl ClientContext for ReaderContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::source::forward_log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_))
             || matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF));

@@ -8,6 +8,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::lag::Lag;
 
@@ -20,25 +21,60 @@ pub struct BrokerHealth {
     pub(super) down: AtomicBool,
     /// The gauge /readyz reads.
     ready: std::sync::OnceLock<prometheus::IntGauge>,
+    /// When each kind of refused access (authentication, TLS, ACL) was last
+    /// logged: every client retries it every few seconds, and one line per
+    /// kind (again after [`ACCESS_REPEAT`]) says it without a flood.
+    refused: Mutex<Vec<(RDKafkaErrorCode, std::time::Instant)>>,
 }
+
+/// How often a refusal that goes on is logged again.
+const ACCESS_REPEAT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl BrokerHealth {
     /// Notes a client error; losing the brokers makes the instance not ready.
     pub fn note(&self, error: &KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode as Code;
-        let code = match error {
-            KafkaError::Global(c) | KafkaError::MessageConsumption(c) => Some(*c),
-            _ => None,
-        };
+        let code = error.rdkafka_error_code();
         if matches!(code, Some(Code::AllBrokersDown | Code::BrokerTransportFailure)) {
-            if let Some(ready) = self.ready.get() {
-                ready.set(0);
-            }
+            self.not_ready();
             if !self.down.swap(true, Ordering::SeqCst) {
                 tracing::warn!(%error, reason, "lost the Kafka brokers; not ready until they answer again");
             }
+        } else if let Some(code) = code.filter(|c| refused_access(*c)) {
+            self.not_ready();
+            if self.first_in_a_while(code) {
+                // The reason names the broker (`sasl_ssl://host:port/id: …`) and the cause.
+                tracing::error!(
+                    error = %bounded(reason, 500),
+                    "the Kafka brokers refuse Vigil's access; not ready, deciding and committing nothing \
+                     until they accept it (check kafka.properties: security.protocol, sasl.*, ssl.ca.location, \
+                     and the principal's ACLs)"
+                );
+            }
         } else {
             tracing::warn!(%error, reason, "kafka client error");
+        }
+    }
+
+    fn not_ready(&self) {
+        if let Some(ready) = self.ready.get() {
+            ready.set(0);
+        }
+    }
+
+    fn first_in_a_while(&self, code: RDKafkaErrorCode) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match refused.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, at)) if now.duration_since(*at) < ACCESS_REPEAT => false,
+            Some((_, at)) => {
+                *at = now;
+                true
+            }
+            None => {
+                refused.push((code, now));
+                true
+            }
         }
     }
 
@@ -59,6 +95,10 @@ pub struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        forward_log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.reports.error(error, reason);
     }
@@ -76,6 +116,10 @@ pub struct ReaderContext {
 }
 
 impl ClientContext for ReaderContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        forward_log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.health.note(&error, reason);
     }
@@ -104,5 +148,55 @@ impl ConsumerContext for SourceContext {
                 tracing::info!(partitions = list.count(), "partitions assigned");
             }
         }
+    }
+}
+
+/// Errors that mean the brokers answer but refuse this client: retrying
+/// will not cure them until someone changes a credential, a CA or an ACL.
+pub fn refused_access(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Code::Authentication
+            | Code::SaslAuthenticationFailed
+            | Code::SSL
+            | Code::TopicAuthorizationFailed
+            | Code::GroupAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::TransactionalIdAuthorizationFailed
+            | Code::DelegationTokenAuthorizationFailed
+            | Code::UnsupportedSASLMechanism
+            | Code::IllegalSASLState
+    )
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary: what a log
+/// line takes of a client's message.
+pub(crate) fn bounded(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// librdkafka's log lines, as rdkafka's default forwards them, except a
+/// broker connection's failure (`FAIL`): the error callback reports that
+/// too, once per kind of refusal ([`BrokerHealth::note`]), and every client
+/// would otherwise log each retry.
+pub fn forward_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as Level;
+    let message = bounded(message, 1000);
+    match level {
+        _ if fac == "FAIL" => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+            tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        Level::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        Level::Notice | Level::Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        Level::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
     }
 }

@@ -22,9 +22,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod connect;
 mod context;
 
-pub use context::BrokerHealth;
+pub use connect::check_connection;
+pub use context::{forward_log, BrokerHealth};
 use context::{ReaderContext, SourceContext};
 
 use crate::config::Config;

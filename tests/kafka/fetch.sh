@@ -7,7 +7,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 version=$(grep -A1 '<artifactId>kafka_2.13</artifactId>' "$here/pom.xml" | sed -n 's:.*<version>\(.*\)</version>.*:\1:p')
 libs="${VIGIL_KAFKA_LIBS:-$HOME/.cache/vigil/kafka-$version/libs}"
-if [ -f "$libs/kafka_2.13-$version.jar" ] && [ -f "$libs/.complete" ]; then
+# A fetch ends by copying the pom to .complete: a changed pom fetches again.
+if [ -f "$libs/kafka_2.13-$version.jar" ] && cmp -s "$here/pom.xml" "$libs/.complete"; then
     echo "Apache Kafka $version: $libs"
     exit 0
 fi
@@ -16,5 +17,5 @@ command -v java >/dev/null || { echo "java not found: Kafka $version needs Java 
 rm -rf "$libs"
 mkdir -p "$libs"
 mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs"
-touch "$libs/.complete"
+cp "$here/pom.xml" "$libs/.complete"
 echo "Apache Kafka $version: $libs ($(ls "$libs" | wc -l) jars)"

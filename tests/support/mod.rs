@@ -110,6 +110,12 @@ pub fn scrape(port: u16) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a scrape says `vigil_ready 1` (the sample, not its HELP text,
+/// which begins the same way).
+pub fn is_ready(metrics: &str) -> bool {
+    metrics.lines().any(|l| l.trim() == "vigil_ready 1")
+}
+
 /// How the output compares with the truth.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {

@@ -23,9 +23,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+mod secure;
+pub use secure::Tls;
+
 /// The pom the jars come from; `vigil bench` fetches with it when the cache
 /// is empty, as `tests/kafka/fetch.sh` does.
-const POM: &str = include_str!("../tests/kafka/pom.xml");
+const POM: &str = include_str!("../../tests/kafka/pom.xml");
 
 /// How long a node may take to answer once started (a cold JVM on two busy
 /// cores takes ~10 s).
@@ -52,10 +55,10 @@ impl Distribution {
             }
         };
         let dist = Distribution { libs, version };
-        if !dist.libs.join(".complete").exists() {
+        if !dist.complete() {
             static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
             let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-            if !dist.libs.join(".complete").exists() {
+            if !dist.complete() {
                 dist.fetch()?;
             }
         }
@@ -65,6 +68,12 @@ impl Distribution {
     /// `kafka-4.1.1`: how summaries and benchmark results name the broker.
     pub fn label(&self) -> String {
         format!("kafka-{}", self.version)
+    }
+
+    /// Whether the jars of this pom are all there: a fetch ends by writing
+    /// the pom it fetched to `.complete` (a changed pom fetches again).
+    fn complete(&self) -> bool {
+        std::fs::read_to_string(self.libs.join(".complete")).is_ok_and(|fetched| fetched == POM)
     }
 
     fn fetch(&self) -> anyhow::Result<()> {
@@ -84,7 +93,7 @@ impl Distribution {
         if !status.success() {
             bail!("mvn could not fetch Apache Kafka {} ({status}); see its output above", self.version);
         }
-        std::fs::write(self.libs.join(".complete"), "")?;
+        std::fs::write(self.libs.join(".complete"), POM)?;
         Ok(())
     }
 
@@ -112,21 +121,30 @@ pub struct Layout {
     pub nodes: usize,
     /// Broker properties added to (and overriding) the defaults.
     pub properties: Vec<(String, String)>,
+    /// SCRAM-SHA-512 users (name, password): when any, each node also
+    /// listens for SASL_SSL and authorizes by ACL (see [`Tls`]).
+    pub sasl_users: Vec<(String, String)>,
 }
 
 impl Layout {
     /// One combined broker+controller: fast, for most tests.
     pub fn single() -> Layout {
-        Layout { nodes: 1, properties: Vec::new() }
+        Layout { nodes: 1, properties: Vec::new(), sasl_users: Vec::new() }
     }
 
     /// Three combined nodes, replication factor 3, `min.insync.replicas=2`.
     pub fn three() -> Layout {
-        Layout { nodes: 3, properties: Vec::new() }
+        Layout { nodes: 3, properties: Vec::new(), sasl_users: Vec::new() }
     }
 
     pub fn with(mut self, key: &str, value: &str) -> Layout {
         self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// A SASL_SSL listener with these SCRAM-SHA-512 users, and ACLs.
+    pub fn with_sasl_ssl(mut self, users: &[(&str, &str)]) -> Layout {
+        self.sasl_users = users.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect();
         self
     }
 
@@ -139,6 +157,8 @@ struct Node {
     id: u32,
     port: u16,
     controller_port: u16,
+    /// The SASL_SSL listener's, when the cluster has one.
+    sasl_port: u16,
     dir: PathBuf,
     process: Option<Child>,
 }
@@ -155,6 +175,7 @@ pub struct Cluster {
     root: PathBuf,
     layout: Layout,
     nodes: Vec<Node>,
+    tls: Option<Tls>,
 }
 
 impl Cluster {
@@ -173,11 +194,13 @@ impl Cluster {
                 id,
                 port: free_port(),
                 controller_port: free_port(),
+                sasl_port: free_port(),
                 dir: root.join(format!("node-{id}")),
                 process: None,
             })
             .collect();
-        let mut cluster = Cluster { dist, root, layout, nodes };
+        let tls = if layout.sasl_users.is_empty() { None } else { Some(Tls::make(&root.join("tls"))?) };
+        let mut cluster = Cluster { dist, root, layout, nodes, tls };
         let cluster_id = cluster.random_uuid()?;
         for i in 0..cluster.nodes.len() {
             cluster.format(i, &cluster_id)?;
@@ -204,6 +227,38 @@ impl Cluster {
     /// Every node's client address, comma-separated.
     pub fn bootstrap(&self) -> String {
         self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Every node's SASL_SSL address, when the layout asked for one.
+    pub fn sasl_bootstrap(&self) -> Option<String> {
+        self.tls.as_ref()?;
+        Some(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.sasl_port)).collect::<Vec<_>>().join(","))
+    }
+
+    /// The certificate authorities of a secured cluster.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// Runs Kafka's ACL tool (`kafka-acls`) as the super user with `args`
+    /// (e.g. `--add --allow-principal User:vigil --operation Read --topic change`).
+    pub fn acls(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self
+            .dist
+            .java()
+            .args(["org.apache.kafka.tools.AclCommand", "--bootstrap-server", &self.live_bootstrap()])
+            .args(args)
+            .output()
+            .context("running kafka-acls")?;
+        if !out.status.success() {
+            bail!(
+                "kafka-acls {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     pub fn node_ids(&self) -> Vec<u32> {
@@ -336,15 +391,24 @@ impl Cluster {
             self.nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port)).collect();
         let rf = self.layout.replication();
         let min_isr = if rf >= 3 { 2 } else { 1 };
+        let (mut listeners, mut advertised) =
+            (format!("PLAINTEXT://127.0.0.1:{}", node.port), format!("PLAINTEXT://127.0.0.1:{}", node.port));
+        let mut protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string();
+        if self.tls.is_some() {
+            let sasl = format!(",SASL_SSL://127.0.0.1:{}", node.sasl_port);
+            listeners.push_str(&sasl);
+            advertised.push_str(&sasl);
+            protocols.push_str(",SASL_SSL:SASL_SSL");
+        }
         let mut text = format!(
             "process.roles=broker,controller\n\
              node.id={id}\n\
              controller.quorum.voters={voters}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners={listeners},CONTROLLER://127.0.0.1:{cport}\n\
+             advertised.listeners={advertised}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             listener.security.protocol.map={protocols}\n\
              log.dirs={data}\n\
              num.partitions=1\n\
              default.replication.factor={rf}\n\
@@ -358,10 +422,12 @@ impl Cluster {
              share.coordinator.state.topic.min.isr={min_isr}\n",
             id = node.id,
             voters = voters.join(","),
-            port = node.port,
             cport = node.controller_port,
             data = node.dir.join("data").display(),
         );
+        if let Some(tls) = &self.tls {
+            text.push_str(&tls.properties());
+        }
         for (k, v) in &self.layout.properties {
             text.push_str(&format!("{k}={v}\n"));
         }
@@ -378,6 +444,7 @@ impl Cluster {
             .java()
             .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
             .arg(&props)
+            .args(secure::scram_args(&self.layout.sasl_users))
             .output()
             .context("running kafka-storage format")?;
         if !out.status.success() {
