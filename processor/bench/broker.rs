@@ -97,6 +97,11 @@ pub struct E2eRun {
     pub vigil_seconds: f64,
     pub vigil_events_per_s: f64,
     pub ratio: f64,
+    /// CPU seconds this process spent per million events read, all its
+    /// threads (librdkafka's included), bare consumer (mean of its two
+    /// reads) and Vigil: on a host with few cores, what bounds the ratio.
+    pub bare_cpu_s_per_million: f64,
+    pub vigil_cpu_s_per_million: f64,
 }
 
 /// Produces `events` generated events, then reads them with a bare consumer,
@@ -109,23 +114,28 @@ pub async fn e2e(broker: &Broker, events: usize, seed: u64) -> anyhow::Result<E2
     drop(stream);
     produce_all(&broker.bootstrap, &records).await?;
     drop(records);
-    let first = bare_read(&config, events)?;
+    let (first, first_cpu) = bare_read(&config, events)?;
     let pipeline = Pipeline::new(config.clone(), &builtin_sources(), Metrics::new()).await?;
     let mut status = pipeline.status();
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(pipeline.run(stopped));
     let deadline = Instant::now() + Duration::from_secs(600);
-    let vigil = loop {
+    let mut cpu_from = None;
+    let (vigil, vigil_cpu) = loop {
         let s: Status = status.borrow_and_update().clone();
+        if s.consumed > 0 {
+            cpu_from.get_or_insert_with(cpu_seconds);
+        }
         if s.consumed >= events as u64 {
-            break s.first_consumed_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            let cpu = cpu_seconds() - cpu_from.unwrap_or_default();
+            break (s.first_consumed_at.map_or(0.0, |t| t.elapsed().as_secs_f64()), cpu);
         }
         anyhow::ensure!(!running.is_finished() && Instant::now() < deadline, "vigil did not read the stream: {s:?}");
         let _ = tokio::time::timeout(Duration::from_millis(5), status.changed()).await;
     };
     let _ = stop.send(true);
     running.await??;
-    let second = bare_read(&config, events)?;
+    let (second, second_cpu) = bare_read(&config, events)?;
     let bare = (first + second) / 2.0;
     // A few batches' worth is read in about one fetch: no rate to speak of.
     anyhow::ensure!(
@@ -140,12 +150,27 @@ pub async fn e2e(broker: &Broker, events: usize, seed: u64) -> anyhow::Result<E2
         vigil_seconds: vigil,
         vigil_events_per_s: events as f64 / vigil,
         ratio: bare / vigil,
+        bare_cpu_s_per_million: (first_cpu + second_cpu) / 2.0 * 1e6 / events as f64,
+        vigil_cpu_s_per_million: vigil_cpu * 1e6 / events as f64,
     })
 }
 
+/// CPU seconds (user and system) of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// Reads every partition of the input topics from the beginning until
-/// `events` messages arrived; seconds from the first to the last.
-fn bare_read(config: &Config, events: usize) -> anyhow::Result<f64> {
+/// `events` messages arrived; seconds from the first to the last, and the
+/// process's CPU seconds meanwhile.
+fn bare_read(config: &Config, events: usize) -> anyhow::Result<(f64, f64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", format!("{}-bare-{}", config.group_id, wall_ms()))
@@ -161,19 +186,22 @@ fn bare_read(config: &Config, events: usize) -> anyhow::Result<f64> {
         }
     }
     consumer.assign(&list)?;
-    let (mut read, mut bytes, mut started) = (0usize, 0usize, None);
+    let (mut read, mut bytes, mut started, mut cpu_from) = (0usize, 0usize, None, 0.0);
     let deadline = Instant::now() + Duration::from_secs(600);
     while read < events {
         anyhow::ensure!(Instant::now() < deadline, "the bare consumer read {read} of {events} messages");
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;
-            started.get_or_insert_with(Instant::now);
+            if started.is_none() {
+                started = Some(Instant::now());
+                cpu_from = cpu_seconds();
+            }
             bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
             read += 1;
         }
     }
     std::hint::black_box(bytes);
-    Ok(started.map_or(0.0, |t| t.elapsed().as_secs_f64()))
+    Ok((started.map_or(0.0, |t| t.elapsed().as_secs_f64()), cpu_seconds() - cpu_from))
 }
 
 #[derive(Debug, Serialize)]

@@ -102,8 +102,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let e2e = match broker::e2e(&broker, args.e2e_events, args.seed).await {
             Ok(e2e) => {
                 eprintln!(
-                    "bench:   bare consumer {:.0} events/s, vigil {:.0} events/s",
-                    e2e.bare_events_per_s, e2e.vigil_events_per_s
+                    "bench:   bare consumer {:.0} events/s, vigil {:.0} events/s; CPU seconds per million events: bare {:.2}, vigil {:.2}",
+                    e2e.bare_events_per_s, e2e.vigil_events_per_s, e2e.bare_cpu_s_per_million, e2e.vigil_cpu_s_per_million
                 );
                 Some(e2e)
             }

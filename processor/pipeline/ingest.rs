@@ -96,8 +96,8 @@ impl Pipeline {
                 source_topic,
                 partition: reject.partition,
                 offset: reject.offset,
-                key: m.and_then(|m| m.key.clone()),
-                payload: m.and_then(|m| m.payload.clone()),
+                key: m.and_then(|m| m.key.as_deref().map(<[u8]>::to_vec)),
+                payload: m.and_then(|m| m.payload.as_deref().map(<[u8]>::to_vec)),
                 headers: m.map(|m| m.headers.clone()).unwrap_or_default(),
                 reason,
             });

@@ -168,7 +168,7 @@ impl Pipeline {
             if *shutdown.borrow_and_update() {
                 break;
             }
-            let mut messages = self.source.recv_batch(MAX_BATCH, next_tick).await;
+            let mut messages = self.source.recv_batch(MAX_BATCH, next_tick).await?;
             // recv_batch already dropped what it read from revoked partitions
             // before their revocation.
             let revoked = self.source.take_revoked();

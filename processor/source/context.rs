@@ -84,8 +84,8 @@ impl BrokerHealth {
 }
 
 /// Hears about rebalances and errors. Rebalance callbacks run inside the
-/// consumer's poll, that is inside [`Source::recv_batch`], never while the
-/// pipeline is in a tick.
+/// consumer's poll, on the reader thread, which hands them to the pipeline
+/// in order with the messages (`reader`).
 pub struct SourceContext {
     pub(super) revoked: Mutex<Vec<(String, i32)>>,
     /// Counts revocations, so a batch can tell it spans one.

@@ -17,17 +17,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 mod connect;
 mod context;
+mod reader;
 
 pub use connect::check_connection;
 pub use context::{forward_log, BrokerHealth};
 use context::{ReaderContext, SourceContext};
+use reader::{Command, Item, Reader};
 
 use crate::config::Config;
 use crate::decode::Headers;
@@ -41,8 +42,9 @@ pub struct InMessage {
     pub topic: Topic,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
+    /// Views of the batch's shared buffer (see `reader`).
+    pub key: Option<bytes::Bytes>,
+    pub payload: Option<bytes::Bytes>,
     /// The record's headers (CloudEvents binary mode carries its attributes
     /// here); empty, and unallocated, for most records.
     pub headers: Headers,
@@ -58,6 +60,10 @@ pub enum SourceError {
     Subscribe { topics: String, source: KafkaError },
     #[error("offset commit failed: {0}")]
     Commit(KafkaError),
+    #[error("cannot start the thread that reads Kafka: {0}")]
+    Thread(std::io::Error),
+    #[error("the thread that reads Kafka stopped")]
+    ReaderStopped,
 }
 
 /// How long a fetch waits for records (librdkafka's default is 500 ms): a
@@ -72,12 +78,21 @@ pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 const START_OFFSET_REFRESH: Duration = Duration::from_secs(3);
 
 pub struct Source {
-    consumer: StreamConsumer<SourceContext>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
     /// Reads the access topic in full.
-    broadcast: StreamConsumer<ReaderContext>,
+    broadcast: Arc<BaseConsumer<ReaderContext>>,
+    /// Polls both consumers (see `reader`).
+    reader: Reader,
     lag: Arc<Lag>,
-    /// The access topic's partitions, once known and assigned to `broadcast`.
+    /// The access topic's partitions, once known and assigned to `broadcast`
+    /// (or asked of the reader thread: see `access_pending`).
     broadcast_partitions: Vec<i32>,
+    /// The reader thread has not yet assigned the access reader as last
+    /// asked: access messages until it says so are the old assignment's.
+    access_pending: bool,
+    /// What the reader thread reported since the pipeline last asked.
+    revoked: Vec<TopicPartition>,
+    assigned: bool,
     topics: [String; 4],
     /// Start offsets of partitions nothing has been read from yet.
     start_offsets: HashMap<TopicPartition, (i64, Instant)>,
@@ -112,7 +127,7 @@ impl Source {
         }
         let create_err = |source| SourceError::Create { servers: config.bootstrap_servers.clone(), source };
         let lag = Arc::new(Lag::default());
-        let consumer: StreamConsumer<SourceContext> = client
+        let consumer: BaseConsumer<SourceContext> = client
             .create_with_context(SourceContext {
                 revoked: Mutex::default(),
                 revocations: AtomicU64::default(),
@@ -127,12 +142,20 @@ impl Source {
             .collect();
         consumer.subscribe(&names).map_err(|source| SourceError::Subscribe { topics: names.join(", "), source })?;
         client.set("group.id", format!("{}-access-reader", config.group_id));
-        let broadcast = client.create_with_context(ReaderContext { health, lag: lag.clone() }).map_err(create_err)?;
+        let broadcast: BaseConsumer<ReaderContext> =
+            client.create_with_context(ReaderContext { health, lag: lag.clone() }).map_err(create_err)?;
+        let (consumer, broadcast) = (Arc::new(consumer), Arc::new(broadcast));
+        let reader = Reader::start(consumer.clone(), broadcast.clone(), config.input_topics.clone())
+            .map_err(SourceError::Thread)?;
         Ok(Source {
             lag,
             consumer,
             broadcast,
+            reader,
             broadcast_partitions: Vec::new(),
+            access_pending: false,
+            revoked: Vec::new(),
+            assigned: false,
             topics: config.input_topics.clone(),
             start_offsets: HashMap::new(),
             asked_marks: HashMap::new(),
@@ -150,67 +173,57 @@ impl Source {
         Topic::ALL.into_iter().find(|t| self.topics[t.index()] == name)
     }
 
-    /// Receives up to `max` messages from both consumers, waiting no later
-    /// than `deadline`. A revocation during the batch drops what was read
-    /// from the revoked partitions before it (their state is dropped too),
-    /// but keeps what was read after it: a partition revoked and assigned
-    /// again within one batch resumes from the committed offset, and those
-    /// messages are not delivered twice.
-    pub async fn recv_batch(&self, max: usize, deadline: Instant) -> Vec<InMessage> {
+    /// Receives about `max` messages from both consumers (the reader
+    /// thread's batches), waiting no later than `deadline`. A revocation
+    /// during the batch drops what was read from the revoked partitions
+    /// before it (their state is dropped too), but keeps what was read after
+    /// it: a partition revoked and assigned again within one batch resumes
+    /// from the committed offset, and those messages are not delivered twice.
+    pub async fn recv_batch(&mut self, max: usize, deadline: Instant) -> Result<Vec<InMessage>, SourceError> {
         let mut out: Vec<InMessage> = Vec::new();
-        let context = self.consumer.context();
-        let mut revocations = context.revocations.load(Ordering::SeqCst);
         let deadline = tokio::time::Instant::from_std(deadline);
-        let reading_access = !self.broadcast_partitions.is_empty();
         while out.len() < max {
-            let next = async {
-                tokio::select! {
-                    m = self.consumer.recv() => m.map(|m| self.detach(&m)),
-                    m = self.broadcast.recv(), if reading_access => m.map(|m| self.detach(&m)),
+            let item = match self.reader.items.try_recv() {
+                Ok(item) => item,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, self.reader.items.recv()).await {
+                        Ok(Some(item)) => item,
+                        Ok(None) => return Err(SourceError::ReaderStopped),
+                        Err(_) => break,
+                    }
                 }
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return Err(SourceError::ReaderStopped),
             };
-            let received = tokio::time::timeout_at(deadline, next).await;
-            let now = context.revocations.load(Ordering::SeqCst);
-            if now != revocations {
-                revocations = now;
-                let revoked = context.revoked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            self.take(item, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// One item from the reader thread, in the order it happened.
+    fn take(&mut self, item: Item, out: &mut Vec<InMessage>) {
+        match item {
+            Item::Messages(messages) if self.access_pending => {
+                out.extend(messages.into_iter().filter(|m| m.topic != Topic::Access));
+            }
+            Item::Messages(messages) => out.extend(messages),
+            Item::Revoked(revoked) => {
                 out.retain(|m| {
                     !revoked.iter().any(|(name, p)| *p == m.partition && self.topic_of(name) == Some(m.topic))
                 });
+                let revoked: Vec<TopicPartition> =
+                    revoked.into_iter().filter_map(|(name, p)| self.topic_of(&name).map(|t| (t, p))).collect();
+                self.revoked.extend(revoked);
             }
-            match received {
-                Ok(Ok(Some(m))) => out.push(m),
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => {
-                    // Broker and network errors are retried inside librdkafka;
-                    // they surface here for readiness and visibility only.
-                    self.consumer.context().reports.health.note(&e, "consumer poll");
-                    if out.is_empty() {
-                        tokio::time::sleep_until(
-                            deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
-                        )
-                        .await;
-                    }
-                    break;
+            Item::Assigned => self.assigned = true,
+            Item::AccessAssigned(assigned) => {
+                self.access_pending = false;
+                if let Err(error) = assigned {
+                    let topic = &self.topics[Topic::Access.index()];
+                    tracing::warn!(%topic, %error, "cannot assign the access topic");
+                    self.broadcast_partitions.clear();
                 }
-                Err(_) => break,
             }
         }
-        out
-    }
-
-    fn detach(&self, m: &impl Message) -> Option<InMessage> {
-        Some(InMessage {
-            topic: self.topic_of(m.topic())?,
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
-                .unwrap_or_default(),
-        })
     }
 
     /// Assigns every partition of the access topic to the access reader,
@@ -219,7 +232,7 @@ impl Source {
     /// this instance decides). Returns whether the reader is assigned.
     pub fn read_access_in_full(&mut self, restart: bool) -> bool {
         if !self.broadcast_partitions.is_empty() && !restart {
-            return true;
+            return true; // assigned, or asked of the reader thread
         }
         if self.consumer.assignment().map_or(true, |a| a.count() == 0) {
             return false; // which access triggers are ours follows the group's assignment
@@ -238,10 +251,10 @@ impl Source {
                 return false;
             }
         }
-        if let Err(e) = self.broadcast.assign(&list) {
-            tracing::warn!(%topic, error = %e, "cannot assign the access topic");
+        if !self.reader.command(Command::AssignAccess(list, partitions.clone())) {
             return false;
         }
+        self.access_pending = true;
         for p in &partitions {
             self.start_offsets.insert((Topic::Access, *p), (0, Instant::now()));
         }
@@ -252,9 +265,7 @@ impl Source {
     /// Partitions revoked since the last call: their state and pending
     /// triggers belong to their next owner now.
     pub fn take_revoked(&mut self) -> Vec<TopicPartition> {
-        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
-        let revoked: Vec<TopicPartition> =
-            revoked.into_iter().filter_map(|(name, p)| self.topic_of(&name).map(|t| (t, p))).collect();
+        let revoked = std::mem::take(&mut self.revoked);
         for tp in &revoked {
             self.start_offsets.remove(tp);
             self.last_commit.remove(tp);
@@ -279,8 +290,8 @@ impl Source {
     }
 
     /// True once after partitions were newly assigned.
-    pub fn take_assigned(&self) -> bool {
-        self.consumer.context().assigned.swap(false, Ordering::SeqCst)
+    pub fn take_assigned(&mut self) -> bool {
+        std::mem::take(&mut self.assigned)
     }
 
     /// The partitions this instance reads: the group's assignment, plus
@@ -298,6 +309,9 @@ impl Source {
     /// True when nothing is left to read on `tp`. `next_offset` is the offset
     /// after the last message read from it, if any was.
     pub fn caught_up(&mut self, tp: TopicPartition, next_offset: Option<i64>) -> bool {
+        if tp.0 == Topic::Access && self.access_pending {
+            return false; // not yet read from where it was asked to start
+        }
         let name = &self.topics[tp.0.index()];
         let cached = match tp.0 {
             Topic::Access => cached_watermarks(&self.broadcast, name, tp.1),
@@ -400,7 +414,7 @@ impl Source {
 /// The low and high offsets librdkafka last saw for a partition in fetch
 /// responses; no network round trip. `None` until the first fetch.
 fn cached_watermarks<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
 ) -> Option<(i64, i64)> {
