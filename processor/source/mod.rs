@@ -88,8 +88,11 @@ pub struct Source {
     /// (or asked of the reader thread: see `access_pending`).
     broadcast_partitions: Vec<i32>,
     /// The reader thread has not yet assigned the access reader as last
-    /// asked: access messages until it says so are the old assignment's.
+    /// asked: access messages until it says so are an older assignment's.
     access_pending: bool,
+    /// Access assignments asked of the reader thread so far; only the last
+    /// one's marker ends `access_pending`.
+    access_asked: u64,
     /// What the reader thread reported since the pipeline last asked.
     revoked: Vec<TopicPartition>,
     assigned: bool,
@@ -154,6 +157,7 @@ impl Source {
             reader,
             broadcast_partitions: Vec::new(),
             access_pending: false,
+            access_asked: 0,
             revoked: Vec::new(),
             assigned: false,
             topics: config.input_topics.clone(),
@@ -215,7 +219,9 @@ impl Source {
                 self.revoked.extend(revoked);
             }
             Item::Assigned => self.assigned = true,
-            Item::AccessAssigned(assigned) => {
+            // An earlier command's marker: what follows it is still stale.
+            Item::AccessAssigned(number, _) if number != self.access_asked => {}
+            Item::AccessAssigned(_, assigned) => {
                 self.access_pending = false;
                 if let Err(error) = assigned {
                     let topic = &self.topics[Topic::Access.index()];
@@ -251,9 +257,10 @@ impl Source {
                 return false;
             }
         }
-        if !self.reader.command(Command::AssignAccess(list, partitions.clone())) {
+        if !self.reader.command(Command::AssignAccess(self.access_asked + 1, list, partitions.clone())) {
             return false;
         }
+        self.access_asked += 1;
         self.access_pending = true;
         for p in &partitions {
             self.start_offsets.insert((Topic::Access, *p), (0, Instant::now()));

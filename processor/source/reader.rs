@@ -31,15 +31,17 @@ pub(super) enum Item {
     Revoked(Vec<(String, i32)>),
     /// The group assigned partitions here.
     Assigned,
-    /// The access reader was (re)assigned: `Ok` with its partitions, or why
-    /// not. Its messages before this marker belong to the old assignment.
-    AccessAssigned(Result<Vec<i32>, String>),
+    /// The access reader was (re)assigned as the command numbered `.0`
+    /// asked: `Ok` with its partitions, or why not. Its messages before this
+    /// marker belong to an older assignment.
+    AccessAssigned(u64, Result<Vec<i32>, String>),
 }
 
 /// What the pipeline asks of the reader thread.
 pub(super) enum Command {
-    /// Read these partitions of the access topic from the beginning.
-    AssignAccess(TopicPartitionList, Vec<i32>),
+    /// Read these partitions of the access topic from the beginning (the
+    /// number is echoed in the marker).
+    AssignAccess(u64, TopicPartitionList, Vec<i32>),
 }
 
 /// Messages the thread gathers before it hands them over (sooner when the
@@ -74,8 +76,8 @@ impl Reader {
         let thread = std::thread::Builder::new().name("vigil-reader".into()).spawn({
             let stop = stop.clone();
             move || {
-                let mut thread = Thread { consumer, broadcast, topics, tx, batch: Gathered::default(), access: false };
-                thread.run(&rx, &stop);
+                let mut thread = Thread { topics, tx, batch: Gathered::default(), access: false };
+                thread.run(&consumer, &broadcast, &rx, &stop);
             }
         })?;
         Ok(Reader { items, commands, stop, thread: Some(thread) })
@@ -98,8 +100,6 @@ impl Drop for Reader {
 }
 
 struct Thread {
-    consumer: Arc<BaseConsumer<SourceContext>>,
-    broadcast: Arc<BaseConsumer<ReaderContext>>,
     topics: [String; 4],
     tx: tokio::sync::mpsc::Sender<Item>,
     batch: Gathered,
@@ -111,21 +111,25 @@ struct Thread {
 struct Closed;
 
 impl Thread {
-    fn run(&mut self, commands: &mpsc::Receiver<Command>, stop: &AtomicBool) {
-        // Polled messages borrow their consumer while this thread keeps them.
-        let (consumer, broadcast) = (self.consumer.clone(), self.broadcast.clone());
+    fn run(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        broadcast: &BaseConsumer<ReaderContext>,
+        commands: &mpsc::Receiver<Command>,
+        stop: &AtomicBool,
+    ) {
         let mut revocations = consumer.context().revocations.load(Ordering::SeqCst);
         while !stop.load(Ordering::Relaxed) {
             let step = (|| {
-                while let Ok(Command::AssignAccess(list, partitions)) = commands.try_recv() {
+                while let Ok(Command::AssignAccess(number, list, partitions)) = commands.try_recv() {
                     self.flush()?;
                     let assigned = broadcast.assign(&list).map(|()| partitions).map_err(|e| e.to_string());
                     self.access = assigned.as_ref().is_ok_and(|p| !p.is_empty());
-                    self.send(Item::AccessAssigned(assigned))?;
+                    self.send(Item::AccessAssigned(number, assigned))?;
                 }
                 let mut read = 0;
                 while self.batch.len() < FLUSH_AT {
-                    let polled = self.poll_group(&consumer, Duration::ZERO, &mut revocations)?;
+                    let polled = self.poll_group(consumer, Duration::ZERO, &mut revocations)?;
                     if !polled {
                         break;
                     }
@@ -134,10 +138,12 @@ impl Thread {
                 while self.access && self.batch.len() < FLUSH_AT {
                     let Some(m) = broadcast.poll(Duration::ZERO) else { break };
                     match m {
-                        Ok(m) => self.keep(&m),
+                        Ok(m) => {
+                            self.keep(&m);
+                            read += 1;
+                        }
                         Err(e) => consumer.context().reports.health.note(&e, "access reader poll"),
                     }
-                    read += 1;
                 }
                 // Hand over a full batch, or what there is once the
                 // consumers have nothing more for now.
@@ -145,7 +151,7 @@ impl Thread {
                     self.flush()?;
                 }
                 if read == 0 {
-                    self.poll_group(&consumer, IDLE_POLL, &mut revocations)?;
+                    self.poll_group(consumer, IDLE_POLL, &mut revocations)?;
                 }
                 Ok::<(), Closed>(())
             })();
