@@ -170,3 +170,39 @@ async fn records_of(bootstrap: &str, id: &str, n: usize) -> Vec<vigil::violation
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `vigil bench --soak` in miniature against a real Kafka it starts: the
+/// samples reach the CSV and the chart, and the run ends exact against the
+/// generator's truth (the hour-long run is in BENCHMARKS.md).
+#[test]
+fn a_short_soak_samples_memory_and_ends_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, csv) = (dir.path().join("soak.json"), dir.path().join("soak.csv"));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["bench", "--soak", "25s", "--rate", "2000", "--json"])
+        .arg(&json)
+        .arg("--soak-csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}");
+    assert!(
+        stdout.contains("soak: broker=kafka-4") && stdout.contains("missing=0 unexpected=0 duplicates=0"),
+        "{stdout}"
+    );
+    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let soak = &b["raw"]["soak"];
+    assert_eq!(soak["exact"], true, "{b}");
+    assert!(soak["expected"].as_u64().unwrap() > 0, "a soak with nothing to find proves nothing: {b}");
+    assert_eq!(soak["events"], 60_000, "three generated days of 20,000");
+    let lines: Vec<String> = std::fs::read_to_string(&csv).unwrap().lines().map(String::from).collect();
+    assert_eq!(lines[0], "seconds,rss_bytes,heap_bytes,produced,consumed,violations");
+    assert!(lines.len() >= 4, "{lines:?}");
+    let rss: u64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
+    assert!(rss > 10 << 20, "{}", lines[1]);
+    let chart = std::fs::read_to_string(csv.with_extension("svg")).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("<polyline"), "{chart}");
+}

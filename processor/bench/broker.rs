@@ -49,7 +49,7 @@ impl Broker {
     }
 
     /// A fresh set of topics (named after `run`) and a config reading them.
-    async fn topics(&self, run: &str) -> anyhow::Result<Config> {
+    pub(super) async fn topics(&self, run: &str) -> anyhow::Result<Config> {
         let prefix = format!("bench-{}-{run}-", std::process::id());
         let mut raw = RawConfig { identities: crate::generate::identities(), ..RawConfig::default() };
         raw.kafka.bootstrap_servers = self.bootstrap.clone();
@@ -204,6 +204,27 @@ fn bare_read(config: &Config, events: usize) -> anyhow::Result<(f64, f64)> {
     Ok((started.map_or(0.0, |t| t.elapsed().as_secs_f64()), cpu_seconds() - cpu_from))
 }
 
+/// A pipeline started on `config` in this process, calling `on_violation`
+/// with each violation it publishes, once it decides: it holds its
+/// partitions and has read the violations topic on. Its status, the switch
+/// that stops it, and its task.
+pub(super) async fn deciding(
+    config: &Config,
+    on_violation: impl Fn(&crate::violation::Violation) + Send + 'static,
+) -> anyhow::Result<(watch::Receiver<Status>, watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let mut pipeline = Pipeline::new(config.clone(), &builtin_sources(), Metrics::new()).await?;
+    pipeline.on_violation(on_violation);
+    let mut status = pipeline.status();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(pipeline.run(stopped));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !status.borrow_and_update().deciding {
+        anyhow::ensure!(Instant::now() < deadline && !running.is_finished(), "vigil did not start");
+        let _ = tokio::time::timeout(Duration::from_millis(100), status.changed()).await;
+    }
+    Ok((status, stop, running))
+}
+
 #[derive(Debug, Serialize)]
 pub struct LatencyRun {
     pub events_per_s: f64,
@@ -249,21 +270,12 @@ pub async fn latency(broker: &Broker, rate: usize, seconds: u64, seed: u64) -> a
         .map(|m| (m.id.clone(), crate::duration::millis(m.wait())))
         .collect();
     let published: Arc<Mutex<Vec<(String, i64, Instant)>>> = Arc::default();
-    let mut pipeline = Pipeline::new(config.clone(), &builtin_sources(), Metrics::new()).await?;
     let sink = published.clone();
-    pipeline.on_violation(move |v| {
+    // Start once Vigil decides: steady state, not start-up, is measured.
+    let (mut status, stop, running) = deciding(&config, move |v| {
         sink.lock().unwrap_or_else(|p| p.into_inner()).push((v.control_id.clone(), v.event_time, Instant::now()))
-    });
-    let mut status = pipeline.status();
-    let (stop, stopped) = watch::channel(false);
-    let running = tokio::spawn(pipeline.run(stopped));
-    // Start once Vigil decides: it holds its partitions and has read the
-    // violations topic on (steady state, not start-up, is measured).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !status.borrow_and_update().deciding {
-        anyhow::ensure!(Instant::now() < deadline && !running.is_finished(), "vigil did not start");
-        let _ = tokio::time::timeout(Duration::from_millis(100), status.changed()).await;
-    }
+    })
+    .await?;
     let sent = crate::embedded::produce_paced(&broker.bootstrap, &records, rate).await?;
     let lateness = config.watermarks.allowed_lateness_ms;
     let deadline = Instant::now() + Duration::from_secs(seconds.max(60));

@@ -7,7 +7,9 @@
 //! missed one into exit status 1).
 
 pub mod broker;
+mod chart;
 pub mod core;
+pub mod soak;
 
 use std::path::PathBuf;
 
@@ -55,6 +57,14 @@ pub struct BenchArgs {
     /// Exit 1 unless every target is met.
     #[arg(long)]
     pub check: bool,
+    /// Only a soak of this length (e.g. `75m`): `--rate` events/s through
+    /// the broker, memory sampled every 10 s (see `--soak-csv`), the
+    /// violations checked against the truth at the end.
+    #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
+    pub soak: Option<std::time::Duration>,
+    /// Where the soak writes its samples; its chart goes beside, as `.svg`.
+    #[arg(long, default_value = "soak.csv")]
+    pub soak_csv: PathBuf,
 }
 
 /// One target: the figure, the bound and whether it holds.
@@ -67,6 +77,9 @@ struct Target {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    if let Some(duration) = args.soak {
+        return run_soak(&args, duration).await;
+    }
     eprintln!("bench: core pipeline, {} pre-encoded Avro events…", args.events);
     let core = core::core(args.events, args.seed).await?;
     eprintln!(
@@ -187,11 +200,67 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         Some(path) => std::fs::write(path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
         None => print!("{text}"),
     }
-    for t in &targets {
+    Ok(report(&targets, args.check))
+}
+
+/// `--soak`: the soak alone, its targets, and a summary line.
+async fn run_soak(args: &BenchArgs, duration: std::time::Duration) -> anyhow::Result<i32> {
+    let broker = broker::Broker::start(args.brokers.clone())?;
+    eprintln!(
+        "bench: soak of {} s at {} events/s through {} at {}…",
+        duration.as_secs(),
+        args.rate,
+        broker.label,
+        broker.bootstrap
+    );
+    let run = soak::soak(&broker, duration, args.rate, args.seed, &args.soak_csv).await?;
+    let spread = run.rss_after_warmup.as_ref().map(|s| s.spread_pct);
+    let targets = [
+        Target {
+            name: "soak_rss_spread_pct_after_warmup",
+            value: spread,
+            bound: "<= 10",
+            met: spread.is_some_and(|s| s <= 10.0),
+        },
+        Target {
+            name: "soak_missing_unexpected_duplicates",
+            value: Some((run.missing + run.unexpected + run.duplicates) as f64),
+            bound: "== 0",
+            met: run.exact,
+        },
+    ];
+    println!(
+        "soak: broker={} seconds={:.0} events={} rss_spread_pct={} missing={} unexpected={} duplicates={}",
+        broker.label,
+        run.seconds,
+        run.events,
+        spread.map_or("none".into(), |s| format!("{s:.1}")),
+        run.missing,
+        run.unexpected,
+        run.duplicates
+    );
+    let out = json!({
+        "broker": broker.label,
+        "all_targets_met": targets.iter().all(|t| t.met),
+        "targets": targets,
+        "csv": args.soak_csv.display().to_string(),
+        "chart": args.soak_csv.with_extension("svg").display().to_string(),
+        "raw": { "soak": run, "machine": machine() },
+    });
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&out)? + "\n";
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    Ok(report(&targets, args.check))
+}
+
+/// Prints each target's line; the exit status `--check` asks for.
+fn report(targets: &[Target], check: bool) -> i32 {
+    for t in targets {
         let value = t.value.map_or("not measured".to_string(), |v| format!("{v:.3}"));
         eprintln!("{:<36} {:>16}  target {:<10} {}", t.name, value, t.bound, if t.met { "met" } else { "NOT met" });
     }
-    Ok(i32::from(args.check && !targets.iter().all(|t| t.met)))
+    i32::from(check && !targets.iter().all(|t| t.met))
 }
 
 /// What the figures were measured on.

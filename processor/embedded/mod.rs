@@ -104,8 +104,25 @@ pub async fn produce_paced(
     records: &[Record],
     rate: usize,
 ) -> anyhow::Result<Vec<(i32, std::time::Instant)>> {
-    let producer: FutureProducer =
+    send_paced(&paced_producer(bootstrap)?, records, rate).await
+}
+
+/// The producer [`send_paced`] sends with: librdkafka's defaults but for
+/// the linger a live stream's producer keeps.
+pub struct PacedProducer(FutureProducer);
+
+pub fn paced_producer(bootstrap: &str) -> anyhow::Result<PacedProducer> {
+    let producer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", PACED_LINGER_MS).create()?;
+    Ok(PacedProducer(producer))
+}
+
+/// [`produce_paced`] through a producer the caller keeps across calls.
+pub async fn send_paced(
+    PacedProducer(producer): &PacedProducer,
+    records: &[Record],
+    rate: usize,
+) -> anyhow::Result<Vec<(i32, std::time::Instant)>> {
     let per_slice = (rate / 100).max(1);
     let start = tokio::time::Instant::now();
     let mut sent = Vec::with_capacity(records.len());

@@ -1,0 +1,287 @@
+//! `vigil bench --soak DURATION`: a steady stream through a real broker for
+//! DURATION while Vigil runs in this process; its resident set and live
+//! heap sampled every 10 s into a CSV and an SVG chart, its violations
+//! checked against the generator's truth at the end.
+//!
+//! Event time runs fast ([`DAY_S`] wall seconds per generated day) so that
+//! the longest retention is reached early and the rest of the run measures
+//! memory while eviction keeps pace with arrival: the steady state a
+//! long-running deployment lives in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::broker::Broker;
+use crate::controls::builtin_sources;
+use crate::embedded::{paced_producer, send_paced, Record};
+use crate::generate::{generate, records, Encoding, GenConfig};
+use crate::pipeline::wall_ms;
+use crate::schema::Catalog;
+
+/// Wall seconds per generated day: AC-01's 90-day lookback is reached in
+/// the first 15 minutes.
+const DAY_S: u64 = 10;
+const DAY_MS: i64 = 86_400_000;
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Longest wait, once everything is sent, for Vigil to read and decide it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One sample of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub seconds: f64,
+    pub rss_bytes: u64,
+    pub heap_bytes: Option<i64>,
+    pub produced: u64,
+    pub consumed: u64,
+    pub violations: usize,
+}
+
+/// Memory over the samples taken after warm-up.
+#[derive(Debug, Default, Serialize)]
+pub struct Spread {
+    pub samples: usize,
+    pub mean_bytes: f64,
+    pub min_bytes: f64,
+    pub max_bytes: f64,
+    /// Largest distance of a sample from the mean, per cent of the mean.
+    pub spread_pct: f64,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = f64>) -> Option<Spread> {
+        let values: Vec<f64> = values.collect();
+        if values.is_empty() {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let spread_pct = (max - mean).max(mean - min) / mean * 100.0;
+        Some(Spread { samples: values.len(), mean_bytes: mean, min_bytes: min, max_bytes: max, spread_pct })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SoakRun {
+    pub seconds: f64,
+    pub events_per_s: usize,
+    pub events: u64,
+    /// Seconds until event time has passed the longest retention (every
+    /// table evicts from then on), plus a generated day.
+    pub warmup_s: f64,
+    pub rss_after_warmup: Option<Spread>,
+    pub heap_after_warmup: Option<Spread>,
+    pub expected: usize,
+    pub missing: usize,
+    pub unexpected: usize,
+    pub duplicates: usize,
+    pub exact: bool,
+    /// A few of the missing and unexpected violations (control and subject).
+    pub examples: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+/// Streams generated days at `rate` events per second for `duration`
+/// through `broker` into a Vigil in this process, sampling its memory, and
+/// writes the samples to `csv` and a chart of them beside it (`.svg`).
+pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, csv: &Path) -> anyhow::Result<SoakRun> {
+    let mut config = broker.topics("soak").await?;
+    // A partition's fetch may run ahead of another's by a second or two of
+    // wall time; a generated day of lateness (DAY_S of it) keeps that skew
+    // from being taken for late events.
+    config.watermarks.allowed_lateness_ms = DAY_MS;
+    let catalog = Arc::new(Catalog::builtin().map_err(anyhow::Error::msg)?);
+    let days = duration.as_secs().div_ceil(DAY_S).max(1);
+    let per_day = rate * DAY_S as usize;
+    // The stream ends two days ago: once it stops, the idle partitions'
+    // watermark follows the wall clock and every decision falls due.
+    let first_day_ms = (wall_ms() / DAY_MS - days as i64 - 2) * DAY_MS;
+    let retention_ms = builtin_sources()
+        .iter()
+        .filter_map(|s| crate::controls::parse_meta(&s.sql).ok())
+        .map(|m| crate::duration::millis(m.wait() + m.lookback))
+        .max()
+        .unwrap_or(0);
+    let warmup_s = ((retention_ms.max(0) as u64).div_ceil(DAY_MS as u64) + 1) as f64 * DAY_S as f64;
+
+    let produced = Arc::new(AtomicU64::new(0));
+    let producing = tokio::spawn({
+        let (bootstrap, produced, topics) = (broker.bootstrap.clone(), produced.clone(), config.input_topics.clone());
+        async move {
+            let producer = paced_producer(&bootstrap)?;
+            let make = move |day: u64| {
+                let (catalog, topics) = (catalog.clone(), topics.clone());
+                tokio::task::spawn_blocking(move || {
+                    generated_day(&catalog, &topics, seed, day, per_day, first_day_ms + day as i64 * DAY_MS)
+                })
+            };
+            let mut expected = BTreeSet::new();
+            let mut next = Some(make(0));
+            for day in 0..days {
+                let Some(generating) = next.take() else { break };
+                let (records, truth) = generating.await??;
+                next = (day + 1 < days).then(|| make(day + 1));
+                send_paced(&producer, &records, rate).await?;
+                produced.fetch_add(records.len() as u64, Ordering::Relaxed);
+                expected.extend(truth);
+            }
+            anyhow::Ok(expected)
+        }
+    });
+    // Vigil starts once the first day is on the broker: a partition with
+    // nothing to read is idle and its watermark follows the wall clock,
+    // ahead of every generated event, which would all arrive late.
+    while produced.load(Ordering::Relaxed) == 0 {
+        if producing.is_finished() {
+            producing.await??;
+            anyhow::bail!("the producer stopped before it sent a day");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let found: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let sink = found.clone();
+    let (status, stop, running) = super::broker::deciding(&config, move |v| {
+        sink.lock().unwrap_or_else(|p| p.into_inner()).push((v.id.clone(), format!("{} {}", v.control_id, v.subject)))
+    })
+    .await?;
+
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut sample = |status: &watch::Receiver<crate::pipeline::Status>| {
+        let violations = found.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let s = Sample {
+            seconds: started.elapsed().as_secs_f64(),
+            rss_bytes: rss_bytes(),
+            heap_bytes: crate::alloc::live_bytes(),
+            produced: produced.load(Ordering::Relaxed),
+            consumed: status.borrow().consumed,
+            violations,
+        };
+        eprintln!(
+            "soak: {:>5.0} s  rss {:>6.0} MiB  heap {:>6} MiB  produced {:>9}  consumed {:>9}  violations {}",
+            s.seconds,
+            s.rss_bytes as f64 / MIB,
+            s.heap_bytes.map_or("-".into(), |h| format!("{:.0}", h as f64 / MIB)),
+            s.produced,
+            s.consumed,
+            s.violations
+        );
+        samples.push(s);
+    };
+    let mut next_sample = tokio::time::Instant::now();
+    while !producing.is_finished() {
+        anyhow::ensure!(!running.is_finished(), "vigil stopped during the soak");
+        sample(&status);
+        next_sample += SAMPLE_EVERY;
+        tokio::time::sleep_until(next_sample).await;
+    }
+    let expected = producing.await??;
+    let total = produced.load(Ordering::Relaxed);
+    // Drain: everything read, nothing pending, every expected violation out
+    // (or the timeout), then a few seconds for any unexpected one.
+    let drained = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let s = status.borrow().clone();
+        let published = found.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if (s.consumed >= total && s.pending_triggers == 0 && published >= expected.len()) || Instant::now() > drained {
+            break;
+        }
+        anyhow::ensure!(!running.is_finished(), "vigil stopped while draining");
+        if tokio::time::Instant::now() >= next_sample {
+            sample(&status);
+            next_sample += SAMPLE_EVERY;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sample(&status);
+    let _ = stop.send(true);
+    running.await??;
+
+    let found = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (id, _) in &found {
+        *seen.entry(id).or_default() += 1;
+    }
+    let missing = expected.iter().filter(|id| !seen.contains_key(id.as_str())).count();
+    let unexpected = seen.keys().filter(|id| !expected.contains(**id)).count();
+    // The first few of each kind, to look into.
+    let mut examples: Vec<String> = found
+        .iter()
+        .filter(|(id, _)| !expected.contains(id))
+        .map(|(_, what)| format!("unexpected {what}"))
+        .take(10)
+        .collect();
+    examples.extend(
+        expected.iter().filter(|id| !seen.contains_key(id.as_str())).map(|id| format!("missing {id}")).take(10),
+    );
+    let duplicates = seen.values().map(|n| n - 1).sum();
+    let steady = || samples.iter().filter(|s| s.seconds >= warmup_s);
+    let run = SoakRun {
+        seconds: started.elapsed().as_secs_f64(),
+        events_per_s: rate,
+        events: total,
+        warmup_s,
+        rss_after_warmup: Spread::of(steady().map(|s| s.rss_bytes as f64)),
+        heap_after_warmup: Spread::of(steady().filter_map(|s| s.heap_bytes).map(|h| h as f64)),
+        expected: expected.len(),
+        missing,
+        unexpected,
+        duplicates,
+        exact: missing == 0 && unexpected == 0 && duplicates == 0,
+        examples,
+        samples,
+    };
+    write_csv(csv, &run.samples)?;
+    let chart = csv.with_extension("svg");
+    std::fs::write(&chart, super::chart::svg(&run)).map_err(|e| anyhow::anyhow!("{}: {e}", chart.display()))?;
+    Ok(run)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// One generated day, encoded for the broker, and the ids of the
+/// violations it holds. Each day has its own seed and story numbers, so
+/// days share no deploy, change or pull request.
+fn generated_day(
+    catalog: &Catalog,
+    topics: &[String; 4],
+    seed: u64,
+    day: u64,
+    events: usize,
+    start_ms: i64,
+) -> anyhow::Result<(Vec<Record>, Vec<String>)> {
+    let mut gen = GenConfig::new(events, seed.wrapping_mul(1_000_003).wrapping_add(day), 0);
+    gen.days = 1;
+    gen.end_ms = start_ms + DAY_MS;
+    gen.first_story = day * events as u64;
+    let (stream, truth) = generate(&gen);
+    let records = records(catalog, &stream, Encoding::Avro, topics).map_err(anyhow::Error::msg)?;
+    Ok((records, truth.violations.into_iter().map(|v| v.id).collect()))
+}
+
+/// This process's resident set, from `/proc/self/statm`.
+fn rss_bytes() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * page)
+}
+
+fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
+    let mut text = String::from("seconds,rss_bytes,heap_bytes,produced,consumed,violations\n");
+    for s in samples {
+        let heap = s.heap_bytes.map_or(String::new(), |h| h.to_string());
+        text += &format!("{:.1},{},{heap},{},{},{}\n", s.seconds, s.rss_bytes, s.produced, s.consumed, s.violations);
+    }
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
