@@ -190,6 +190,11 @@ pub struct RawMetrics {
 pub struct Config {
     pub bootstrap_servers: String,
     pub group_id: String,
+    /// Static group membership (`vigil run --instance-id`): the group
+    /// consumer's `group.instance.id`, so that a restart under the same name
+    /// within the session timeout takes its partitions back with no
+    /// rebalance. `None`: dynamic membership.
+    pub instance_id: Option<String>,
     /// `kafka.properties` plus the producer-only ones.
     pub producer_properties: BTreeMap<String, String>,
     /// `kafka.properties` plus the consumer-only ones.
@@ -259,6 +264,7 @@ impl Config {
             producer_properties: with_common(&raw.kafka.producer_properties),
             bootstrap_servers: raw.kafka.bootstrap_servers,
             group_id: raw.kafka.group_id,
+            instance_id: None,
             input_topics,
             formats,
             violations_topic: t.violations.clone().unwrap_or_else(|| "vigil-violations".into()),

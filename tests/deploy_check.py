@@ -33,7 +33,7 @@ for path in sorted(glob.glob("deploy/grafana/dashboards/*.json")):
     if not dashboard.get("uid") or not dashboard.get("panels"):
         fail(f"{path}: a dashboard needs a uid and panels")
 
-# Kubernetes: the kustomization's files exist, and the Deployment, Service
+# Kubernetes: the kustomization's files exist, and the StatefulSet, Service
 # and ServiceMonitor agree on labels and the metrics port.
 k8s = "deploy/kubernetes"
 kustomization = docs[f"{k8s}/kustomization.yaml"][0]
@@ -50,13 +50,15 @@ catalogue = sorted(os.path.basename(f) for f in glob.glob("queries/*.sql"))
 if queries != catalogue:
     fail(f"vigil-queries lists {queries}, queries/ holds {catalogue}")
 by_kind = {d["kind"]: d for path in docs if path.startswith(k8s) for d in docs[path] if "kind" in d}
-for kind in ["Deployment", "Service", "ServiceMonitor", "Namespace"]:
+for kind in ["StatefulSet", "Service", "ServiceMonitor", "Namespace"]:
     if kind not in by_kind:
         fail(f"{k8s}: no {kind}")
-deployment, service, monitor = by_kind["Deployment"], by_kind["Service"], by_kind["ServiceMonitor"]
+deployment, service, monitor = by_kind["StatefulSet"], by_kind["Service"], by_kind["ServiceMonitor"]
+if deployment["spec"].get("serviceName") != service["metadata"]["name"]:
+    fail("the StatefulSet's serviceName is not the Service")
 pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
 if not deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items():
-    fail("the Deployment's selector does not match its pods")
+    fail("the StatefulSet's selector does not match its pods")
 if not service["spec"]["selector"].items() <= pod_labels.items():
     fail("the Service does not select Vigil's pods")
 if not monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items():
@@ -70,6 +72,11 @@ if {e["port"] for e in monitor["spec"]["endpoints"]} - {p["name"] for p in servi
 probes = {container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]}
 if probes != {"/readyz", "/healthz"}:
     fail(f"probes are {probes}")
+args, env = container["args"], {e["name"]: e for e in container.get("env", [])}
+if "--instance-id" not in args or args[args.index("--instance-id") + 1] != "$(POD_NAME)":
+    fail("each pod should join as a static member under its own name: --instance-id $(POD_NAME)")
+if env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+    fail("POD_NAME should come from the pod's metadata.name")
 mounts = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
 if {m["name"] for m in container["volumeMounts"]} - mounts:
     fail("a volume mount has no volume")

@@ -39,15 +39,15 @@ fn decided_and_caught_up(port: u16, since: Instant, timeout: Duration) -> (f64, 
     }
 }
 
-/// `write_config` with the consumer's `group.instance.id` set.
-fn static_config(dir: &Path, bootstrap: &str, group: &str, port: u16, instance: &str) -> std::path::PathBuf {
-    let path = write_config(dir, bootstrap, group, port);
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "[kafka.consumer_properties]\n",
-        &format!("[kafka.consumer_properties]\n\"group.instance.id\" = \"{instance}\"\n"),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// `vigil run --config <config> [--instance-id <id>]`, its log in `log`.
+fn start(config: &Path, instance: Option<&str>, log: &Path) -> Running {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut command = std::process::Command::new(VIGIL);
+    command.args(["run", "--config"]).arg(config).env("VIGIL_LOG", "warn,vigil=info");
+    if let Some(id) = instance {
+        command.args(["--instance-id", id]);
+    }
+    Running(command.stdout(std::process::Stdio::null()).stderr(log).spawn().unwrap())
 }
 
 #[test]
@@ -65,11 +65,9 @@ fn a_restart_after_kill_dash_nine_rebuilds_state_and_stays_exact() {
     for (n, membership) in ["dynamic", "static"].into_iter().enumerate() {
         let port = free_port();
         let group = "vigil-restart";
-        let config = match membership {
-            "static" => static_config(dir.path(), &bootstrap, group, port, "vigil-0"),
-            _ => write_config(dir.path(), &bootstrap, group, port),
-        };
-        let mut first = start_vigil(&config, &log);
+        let config = write_config(dir.path(), &bootstrap, group, port);
+        let instance = (membership == "static").then_some("vigil-0");
+        let mut first = start(&config, instance, &log);
         decided_and_caught_up(port, Instant::now(), timeout);
         if n == 0 {
             let found = wait_for_output(&bootstrap, &expected, Duration::from_secs(3), timeout);
@@ -78,7 +76,7 @@ fn a_restart_after_kill_dash_nine_rebuilds_state_and_stays_exact() {
         first.0.kill().unwrap();
         let killed = Instant::now();
         let _ = first.0.wait();
-        let restarted = start_vigil(&config, &log);
+        let restarted = start(&config, instance, &log);
         let (decided, caught_up) = decided_and_caught_up(port, killed, timeout);
         figures.push(format!("{membership}: first_decision={decided:.1}s caught_up={caught_up:.1}s"));
         // The next membership kind starts in a group this instance left.

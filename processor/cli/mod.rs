@@ -44,6 +44,13 @@ pub enum Command {
         /// Directory of .sql controls; overrides controls.dir.
         #[arg(long)]
         queries: Option<PathBuf>,
+        /// Static group membership: this instance's stable name (a
+        /// StatefulSet pod's, say). Restarted under the same name within the
+        /// session timeout it takes its partitions back with no rebalance,
+        /// so no other instance replays anything; stopped, it keeps them
+        /// until the session timeout expires. Letters, digits, `.`, `_`, `-`.
+        #[arg(long, value_name = "NAME", value_parser = instance_id)]
+        instance_id: Option<String>,
     },
     /// Write a synthetic event stream and its ground truth.
     Generate {
@@ -207,7 +214,7 @@ pub enum Command {
 /// Runs the parsed command; the binary's only job is to call this.
 pub async fn main(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run { config, queries } => run(config, queries).await.map(|_| 0),
+        Command::Run { config, queries, instance_id } => run(config, queries, instance_id).await.map(|_| 0),
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Replay(args) => crate::replay::run(args).await,
         Command::Generate { events, seed, brokers, config, format, out, truth, identities } => {
@@ -326,8 +333,18 @@ pub(crate) fn sources(dir: Option<&PathBuf>) -> anyhow::Result<Vec<ControlSource
     }
 }
 
-async fn run(config_path: PathBuf, queries: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(&config_path).map_err(anyhow::Error::msg)?;
+/// A `group.instance.id` Kafka accepts.
+fn instance_id(text: &str) -> Result<String, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if text.is_empty() || text.len() > 249 || !text.chars().all(valid) {
+        return Err("1 to 249 letters, digits, `.`, `_` or `-` (Kafka's rule for group.instance.id)".into());
+    }
+    Ok(text.to_string())
+}
+
+async fn run(config_path: PathBuf, queries: Option<PathBuf>, instance_id: Option<String>) -> anyhow::Result<()> {
+    let mut config = Config::load(&config_path).map_err(anyhow::Error::msg)?;
+    config.instance_id = instance_id;
     let sources = sources(queries.as_ref().or(config.controls_dir.as_ref()))?;
     let metrics = Metrics::new();
     if let Some(addr) = config.metrics_addr {
@@ -338,11 +355,18 @@ async fn run(config_path: PathBuf, queries: Option<PathBuf>) -> anyhow::Result<(
             }
         });
     }
+    let is_static = config.instance_id.is_some();
     let pipeline = Pipeline::new(config, &sources, metrics).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         stop_signal().await;
-        tracing::info!("stopping after the current tick; leaving the consumer group");
+        if is_static {
+            tracing::info!(
+                "stopping after the current tick; as a static member, keeping the partitions until the session timeout"
+            );
+        } else {
+            tracing::info!("stopping after the current tick; leaving the consumer group");
+        }
         let _ = stop_tx.send(true);
     });
     pipeline.run(stop_rx).await

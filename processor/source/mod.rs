@@ -128,6 +128,9 @@ impl Source {
         for (k, v) in &config.consumer_properties {
             client.set(k, v);
         }
+        if let Some(id) = &config.instance_id {
+            client.set("group.instance.id", id);
+        }
         let create_err = |source| SourceError::Create { servers: config.bootstrap_servers.clone(), source };
         let lag = Arc::new(Lag::default());
         let consumer: BaseConsumer<SourceContext> = client
