@@ -46,6 +46,7 @@ pub struct Metrics {
     pub caught_up: IntGauge,
     pub assigned_partitions: IntGauge,
     pub heap_bytes: IntGauge,
+    pub held_ids: IntGauge,
 }
 
 impl Metrics {
@@ -197,6 +198,10 @@ impl Metrics {
             ),
             alerts_queued: plain_gauge("vigil_alerts_queued", "Alerts waiting to be posted to Alertmanager."),
             heap_bytes: plain_gauge("vigil_heap_bytes", "Bytes allocated on the heap and not yet freed."),
+            held_ids: plain_gauge(
+                "vigil_published_ids_held",
+                "Violation and evidence ids held so as not to publish one twice, until no replay can decide it again.",
+            ),
             watermark,
             evaluation_seconds,
             state_rows: int_gauge("vigil_state_rows", "Events retained in state, by topic.", &["topic"]),
@@ -234,8 +239,9 @@ impl Metrics {
     /// a sample yet (process_* families come from the process collector).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 28] = [
+        let collectors: [&dyn Collector; 29] = [
             &self.heap_bytes,
+            &self.held_ids,
             &self.evidence_records,
             &self.caught_up,
             &self.decisions,

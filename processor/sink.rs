@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::config::Config;
 use crate::decode::{confluent_frame, Headers};
 use crate::evidence::EvidenceRecord;
+use crate::published::{Bound, BOUND_HEADER};
 use crate::source::BrokerHealth;
 use crate::violation::{Violation, VIOLATION_SCHEMA_ID};
 use std::sync::Arc;
@@ -125,20 +126,28 @@ impl Sink {
     }
 
     /// Sends everything and waits for every acknowledgement.
+    /// Each violation carries its bound (`bounds`, in the same order) and
+    /// every evidence record `evidence_bound` as a header (see `published`).
     pub async fn publish(
         &self,
         violations: &[Violation],
+        bounds: &[Option<Arc<Bound>>],
         dead: &[DeadLetter],
         evidence: &[EvidenceRecord],
+        evidence_bound: Option<&Bound>,
     ) -> Result<(), SinkError> {
+        let evidence_bound = evidence_bound.map(Bound::header);
         let mut deliveries = Vec::with_capacity(violations.len() + dead.len() + evidence.len());
         for e in evidence {
             let payload = serde_json::to_vec(e)
                 .map_err(|err| SinkError::Encode { id: e.evidence_id.clone(), message: err.to_string() })?;
             let sequence = e.sequence.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "vigil.hash", value: Some(e.hash.as_str()) })
-                .insert(Header { key: "vigil.sequence", value: Some(sequence.as_str()) });
+            let headers = with_bound(
+                OwnedHeaders::new()
+                    .insert(Header { key: "vigil.hash", value: Some(e.hash.as_str()) })
+                    .insert(Header { key: "vigil.sequence", value: Some(sequence.as_str()) }),
+                evidence_bound.as_deref(),
+            );
             let record = FutureRecord::to(&self.evidence_topic)
                 .key(&e.evidence_id)
                 .payload(&payload)
@@ -146,14 +155,18 @@ impl Sink {
                 .headers(headers);
             deliveries.push((self.evidence_topic.as_str(), self.enqueue(record).await?));
         }
-        for v in violations {
+        for (i, v) in violations.iter().enumerate() {
+            let bound = bounds.get(i).and_then(Option::as_ref).map(|b| b.header());
             let datum =
                 v.to_avro(&self.schema).map_err(|e| SinkError::Encode { id: v.id.clone(), message: e.to_string() })?;
             let payload = confluent_frame(VIOLATION_SCHEMA_ID, &datum);
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "control_id", value: Some(v.control_id.as_str()) })
-                .insert(Header { key: "severity", value: Some(v.severity.as_str()) })
-                .insert(Header { key: "vigil.status", value: Some(v.status.as_str()) });
+            let headers = with_bound(
+                OwnedHeaders::new()
+                    .insert(Header { key: "control_id", value: Some(v.control_id.as_str()) })
+                    .insert(Header { key: "severity", value: Some(v.severity.as_str()) })
+                    .insert(Header { key: "vigil.status", value: Some(v.status.as_str()) }),
+                bound.as_deref(),
+            );
             let record = FutureRecord::to(&self.violations_topic).key(&v.id).payload(&payload).headers(headers);
             deliveries.push((self.violations_topic.as_str(), self.enqueue(record).await?));
         }
@@ -207,5 +220,13 @@ impl Sink {
                 }
             }
         }
+    }
+}
+
+/// `headers` with the record's bound, when it has one.
+fn with_bound(headers: OwnedHeaders, bound: Option<&str>) -> OwnedHeaders {
+    match bound {
+        Some(bound) => headers.insert(Header { key: BOUND_HEADER, value: Some(bound) }),
+        None => headers,
     }
 }

@@ -172,8 +172,10 @@ async fn records_of(bootstrap: &str, id: &str, n: usize) -> Vec<vigil::violation
 }
 
 /// `vigil bench --soak` in miniature against a real Kafka it starts: the
-/// samples reach the CSV and the chart, and the run ends exact against the
-/// generator's truth (the hour-long run is in BENCHMARKS.md).
+/// samples of the `vigil run` it starts reach the CSV and the chart, and
+/// after a kill -9 and a restart that replays from the committed offsets
+/// the violations topic is exact against the generator's truth (the
+/// hour-long run is in BENCHMARKS.md).
 #[test]
 fn a_short_soak_samples_memory_and_ends_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,7 +201,8 @@ fn a_short_soak_samples_memory_and_ends_exact() {
     assert!(soak["expected"].as_u64().unwrap() > 0, "a soak with nothing to find proves nothing: {b}");
     assert_eq!(soak["events"], 60_000, "three generated days of 20,000");
     let lines: Vec<String> = std::fs::read_to_string(&csv).unwrap().lines().map(String::from).collect();
-    assert_eq!(lines[0], "seconds,rss_bytes,heap_bytes,produced,consumed,violations");
+    assert_eq!(lines[0], "seconds,rss_bytes,heap_bytes,produced,consumed,violations,held_ids");
+    assert!(soak["restart"]["replayed"].as_u64().unwrap() > 0, "the restart replayed nothing: {b}");
     assert!(lines.len() >= 4, "{lines:?}");
     let rss: u64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
     assert!(rss > 10 << 20, "{}", lines[1]);

@@ -8,6 +8,7 @@
 
 pub mod broker;
 mod chart;
+mod child;
 pub mod core;
 pub mod soak;
 
@@ -213,7 +214,8 @@ async fn run_soak(args: &BenchArgs, duration: std::time::Duration) -> anyhow::Re
         broker.label,
         broker.bootstrap
     );
-    let run = soak::soak(&broker, duration, args.rate, args.seed, &args.soak_csv).await?;
+    let vigil = anyhow::Context::context(std::env::current_exe(), "where this vigil binary is")?;
+    let run = soak::soak(&vigil, &broker, duration, args.rate, args.seed, &args.soak_csv).await?;
     let spread = run.rss_after_warmup.as_ref().map(|s| s.spread_pct);
     let targets = [
         Target {
@@ -230,11 +232,12 @@ async fn run_soak(args: &BenchArgs, duration: std::time::Duration) -> anyhow::Re
         },
     ];
     println!(
-        "soak: broker={} seconds={:.0} events={} rss_spread_pct={} missing={} unexpected={} duplicates={}",
+        "soak: broker={} seconds={:.0} events={} rss_spread_pct={} restart_replayed={} missing={} unexpected={} duplicates={}",
         broker.label,
         run.seconds,
         run.events,
         spread.map_or("none".into(), |s| format!("{s:.1}")),
+        run.restart.replayed,
         run.missing,
         run.unexpected,
         run.duplicates

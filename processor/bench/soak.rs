@@ -1,23 +1,25 @@
 //! `vigil bench --soak DURATION`: a steady stream through a real broker for
-//! DURATION while Vigil runs in this process; its resident set and live
-//! heap sampled every 10 s into a CSV and an SVG chart, its violations
-//! checked against the generator's truth at the end.
+//! DURATION while `vigil run` reads it in a process of its own; its
+//! resident set and live heap sampled every 10 s into a CSV and an SVG
+//! chart, the violations topic checked against the generator's truth at
+//! the end. The truth and the ids read back live in this process, apart
+//! from what is measured.
 //!
 //! Event time runs fast ([`DAY_S`] wall seconds per generated day) so that
 //! the longest retention is reached early and the rest of the run measures
 //! memory while eviction keeps pace with arrival: the steady state a
 //! long-running deployment lives in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::watch;
 
 use super::broker::Broker;
+use super::child::{Child, Violations};
 use crate::controls::builtin_sources;
 use crate::embedded::{paced_producer, send_paced, Record};
 use crate::generate::{generate, records, Encoding, GenConfig};
@@ -41,6 +43,8 @@ pub struct Sample {
     pub produced: u64,
     pub consumed: u64,
     pub violations: usize,
+    /// Violation and evidence ids Vigil holds against publishing twice.
+    pub held_ids: u64,
 }
 
 /// Memory over the samples taken after warm-up.
@@ -83,20 +87,25 @@ pub struct SoakRun {
     pub unexpected: usize,
     pub duplicates: usize,
     pub exact: bool,
-    /// A few of the missing and unexpected violations (control and subject).
+    /// A few of the missing and unexpected violation ids.
     pub examples: Vec<String>,
+    /// The crash (kill -9) and restart after the stream.
+    pub restart: Restart,
     pub samples: Vec<Sample>,
 }
 
 /// Streams generated days at `rate` events per second for `duration`
 /// through `broker` into a Vigil in this process, sampling its memory, and
 /// writes the samples to `csv` and a chart of them beside it (`.svg`).
-pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, csv: &Path) -> anyhow::Result<SoakRun> {
-    let mut config = broker.topics("soak").await?;
-    // A partition's fetch may run ahead of another's by a second or two of
-    // wall time; a generated day of lateness (DAY_S of it) keeps that skew
-    // from being taken for late events.
-    config.watermarks.allowed_lateness_ms = DAY_MS;
+pub async fn soak(
+    vigil: &Path,
+    broker: &Broker,
+    duration: Duration,
+    rate: usize,
+    seed: u64,
+    csv: &Path,
+) -> anyhow::Result<SoakRun> {
+    let config = broker.topics("soak").await?;
     let catalog = Arc::new(Catalog::builtin().map_err(anyhow::Error::msg)?);
     let days = duration.as_secs().div_ceil(DAY_S).max(1);
     let per_day = rate * DAY_S as usize;
@@ -122,7 +131,7 @@ pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, c
                     generated_day(&catalog, &topics, seed, day, per_day, first_day_ms + day as i64 * DAY_MS)
                 })
             };
-            let mut expected = BTreeSet::new();
+            let mut expected = HashSet::new();
             let mut next = Some(make(0));
             for day in 0..days {
                 let Some(generating) = next.take() else { break };
@@ -130,7 +139,7 @@ pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, c
                 next = (day + 1 < days).then(|| make(day + 1));
                 send_paced(&producer, &records, rate).await?;
                 produced.fetch_add(records.len() as u64, Ordering::Relaxed);
-                expected.extend(truth);
+                expected.extend(truth.iter().filter_map(|id| u128::from_str_radix(id, 16).ok()));
             }
             anyhow::Ok(expected)
         }
@@ -145,40 +154,45 @@ pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, c
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let found: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let sink = found.clone();
-    let (status, stop, running) = super::broker::deciding(&config, move |v| {
-        sink.lock().unwrap_or_else(|p| p.into_inner()).push((v.id.clone(), format!("{} {}", v.control_id, v.subject)))
-    })
-    .await?;
+    let dir = csv.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // A partition's fetch may run ahead of another's by a second or two of
+    // wall time; a generated day of lateness (DAY_S of it) keeps that skew
+    // from being taken for late events.
+    let mut child = Child::start(vigil, &config, "1d", dir, "soak-vigil")?;
+    let found = Violations::read(&broker.bootstrap, &config.violations_topic)?;
 
     let started = Instant::now();
     let mut samples = Vec::new();
-    let mut sample = |status: &watch::Receiver<crate::pipeline::Status>| {
-        let violations = found.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let mut last = super::child::Scrape::default();
+    let mut sample = |child: &Child| {
+        last = child.scrape().unwrap_or_else(|| last.clone());
         let s = Sample {
             seconds: started.elapsed().as_secs_f64(),
-            rss_bytes: rss_bytes(),
-            heap_bytes: crate::alloc::live_bytes(),
+            rss_bytes: child.rss_bytes(),
+            heap_bytes: last.heap_bytes,
             produced: produced.load(Ordering::Relaxed),
-            consumed: status.borrow().consumed,
-            violations,
+            consumed: last.consumed,
+            violations: found.len(),
+            held_ids: last.held_ids,
         };
         eprintln!(
-            "soak: {:>5.0} s  rss {:>6.0} MiB  heap {:>6} MiB  produced {:>9}  consumed {:>9}  violations {}",
+            "soak: {:>5.0} s  rss {:>6.0} MiB  heap {:>6} MiB  produced {:>9}  consumed {:>9}  violations {}  held ids {}",
             s.seconds,
             s.rss_bytes as f64 / MIB,
             s.heap_bytes.map_or("-".into(), |h| format!("{:.0}", h as f64 / MIB)),
             s.produced,
             s.consumed,
-            s.violations
+            s.violations,
+            s.held_ids
         );
         samples.push(s);
+        last.clone()
     };
     let mut next_sample = tokio::time::Instant::now();
+    let stopped = |child: &mut Child| format!("vigil stopped during the soak: see {}", child.log.display());
     while !producing.is_finished() {
-        anyhow::ensure!(!running.is_finished(), "vigil stopped during the soak");
-        sample(&status);
+        anyhow::ensure!(!child.exited(), stopped(&mut child));
+        sample(&child);
         next_sample += SAMPLE_EVERY;
         tokio::time::sleep_until(next_sample).await;
     }
@@ -187,42 +201,39 @@ pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, c
     // Drain: everything read, nothing pending, every expected violation out
     // (or the timeout), then a few seconds for any unexpected one.
     let drained = Instant::now() + DRAIN_TIMEOUT;
+    let mut s = sample(&child);
     loop {
-        let s = status.borrow().clone();
-        let published = found.lock().unwrap_or_else(|p| p.into_inner()).len();
-        if (s.consumed >= total && s.pending_triggers == 0 && published >= expected.len()) || Instant::now() > drained {
+        if (s.consumed >= total && s.pending_triggers == 0 && found.len() >= expected.len()) || Instant::now() > drained
+        {
             break;
         }
-        anyhow::ensure!(!running.is_finished(), "vigil stopped while draining");
-        if tokio::time::Instant::now() >= next_sample {
-            sample(&status);
-            next_sample += SAMPLE_EVERY;
-        }
+        anyhow::ensure!(!child.exited(), stopped(&mut child));
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if tokio::time::Instant::now() >= next_sample {
+            s = sample(&child);
+            next_sample += SAMPLE_EVERY;
+        } else {
+            s = child.scrape().unwrap_or(s);
+        }
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    sample(&status);
-    let _ = stop.send(true);
-    running.await??;
+    sample(&child);
+    // A crash at the end: the restarted Vigil replays from the committed
+    // offsets what it still retains, and must publish none of it again,
+    // though it has forgotten the ids no replay can decide (see
+    // `published`).
+    child.kill();
+    let restart = restart(vigil, &config, dir).await?;
 
-    let found = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (id, _) in &found {
-        *seen.entry(id).or_default() += 1;
-    }
-    let missing = expected.iter().filter(|id| !seen.contains_key(id.as_str())).count();
-    let unexpected = seen.keys().filter(|id| !expected.contains(**id)).count();
-    // The first few of each kind, to look into.
-    let mut examples: Vec<String> = found
-        .iter()
-        .filter(|(id, _)| !expected.contains(id))
-        .map(|(_, what)| format!("unexpected {what}"))
-        .take(10)
-        .collect();
-    examples.extend(
-        expected.iter().filter(|id| !seen.contains_key(id.as_str())).map(|id| format!("missing {id}")).take(10),
-    );
-    let duplicates = seen.values().map(|n| n - 1).sum();
+    let seen = found.finish()?;
+    let missing = expected.iter().filter(|id| !seen.contains_key(id)).count();
+    let unexpected = seen.keys().filter(|id| !expected.contains(id)).count();
+    // The first few of each kind, to look into (in `vigil verify` or kcat).
+    let mut examples: Vec<String> =
+        seen.keys().filter(|id| !expected.contains(id)).map(|id| format!("unexpected {id:032x}")).take(10).collect();
+    examples
+        .extend(expected.iter().filter(|id| !seen.contains_key(id)).map(|id| format!("missing {id:032x}")).take(10));
+    let duplicates = seen.values().map(|n| *n as usize - 1).sum();
     let steady = || samples.iter().filter(|s| s.seconds >= warmup_s);
     let run = SoakRun {
         seconds: started.elapsed().as_secs_f64(),
@@ -236,6 +247,7 @@ pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, c
         unexpected,
         duplicates,
         exact: missing == 0 && unexpected == 0 && duplicates == 0,
+        restart,
         examples,
         samples,
     };
@@ -246,6 +258,45 @@ pub async fn soak(broker: &Broker, duration: Duration, rate: usize, seed: u64, c
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// What the restart after the soak's crash read and held.
+#[derive(Debug, Serialize)]
+pub struct Restart {
+    /// Events read again from the committed offsets.
+    pub replayed: u64,
+    /// Ids held once it had caught up.
+    pub held_ids: u64,
+    pub seconds_to_caught_up: f64,
+}
+
+/// Starts Vigil again and waits until it has caught up with nothing pending
+/// (twice in a row), then stops it.
+async fn restart(vigil: &Path, config: &crate::config::Config, dir: &Path) -> anyhow::Result<Restart> {
+    let mut child = Child::start(vigil, config, "1d", dir, "soak-vigil-restarted")?;
+    let started = Instant::now();
+    let deadline = started + DRAIN_TIMEOUT;
+    let mut settled = 0;
+    let mut last = super::child::Scrape::default();
+    while settled < 2 {
+        anyhow::ensure!(!child.exited(), "vigil stopped after its restart: see {}", child.log.display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "vigil did not catch up after its restart: see {}",
+            child.log.display()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        last = child.scrape().unwrap_or(last);
+        settled = if last.caught_up && last.pending_triggers == 0 { settled + 1 } else { 0 };
+    }
+    let seconds_to_caught_up = started.elapsed().as_secs_f64();
+    // Anything it would publish again is out within a few ticks.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let last = child.scrape().unwrap_or(last);
+    let log = child.log.clone();
+    let exit = child.stop()?;
+    anyhow::ensure!(exit.success(), "vigil exited {exit} when stopped: see {}", log.display());
+    Ok(Restart { replayed: last.consumed, held_ids: last.held_ids, seconds_to_caught_up })
+}
 
 /// One generated day, encoded for the broker, and the ids of the
 /// violations it holds. Each day has its own seed and story numbers, so
@@ -267,21 +318,14 @@ fn generated_day(
     Ok((records, truth.violations.into_iter().map(|v| v.id).collect()))
 }
 
-/// This process's resident set, from `/proc/self/statm`.
-fn rss_bytes() -> u64 {
-    // SAFETY: sysconf reads a constant of the system.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()))
-        .map_or(0, |pages| pages * page)
-}
-
 fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
-    let mut text = String::from("seconds,rss_bytes,heap_bytes,produced,consumed,violations\n");
+    let mut text = String::from("seconds,rss_bytes,heap_bytes,produced,consumed,violations,held_ids\n");
     for s in samples {
         let heap = s.heap_bytes.map_or(String::new(), |h| h.to_string());
-        text += &format!("{:.1},{},{heap},{},{},{}\n", s.seconds, s.rss_bytes, s.produced, s.consumed, s.violations);
+        text += &format!(
+            "{:.1},{},{heap},{},{},{},{}\n",
+            s.seconds, s.rss_bytes, s.produced, s.consumed, s.violations, s.held_ids
+        );
     }
     std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -20,7 +20,7 @@
 
 use std::time::Instant;
 
-use super::{observe, wall_ms, Pipeline, CATCH_UP_TIMEOUT};
+use super::{observe, wall_ms, Bounds, Pipeline, CATCH_UP_TIMEOUT};
 use crate::controls::{Amendment, Evaluation, Running};
 use crate::schema::Topic;
 use crate::violation::Violation;
@@ -108,7 +108,12 @@ impl Pipeline {
     /// amendments and dead letters gathered since the last conclusion;
     /// evicts what no later decision needs and commits.
     async fn conclude(&mut self, decision: Option<Decision>) -> anyhow::Result<()> {
+        // Everything this conclusion publishes was triggered below the
+        // offsets read so far: each record carries that bound (see
+        // `published`).
+        let bounds = self.trigger_bounds();
         let mut violations = Vec::new();
+        let mut violation_bounds = Vec::new();
         let mut evidence_rows = Vec::new();
         let mut watermark = None;
         let mut decide_took = None;
@@ -116,12 +121,16 @@ impl Pipeline {
             let evaluations = self.controls.finish(decision.running).await?;
             decide_took = Some(decision.started.elapsed());
             watermark = Some(decision.watermark);
-            self.take_evaluations(evaluations, &mut violations, &mut evidence_rows);
+            for (v, trigger) in self.take_evaluations(evaluations, &bounds, &mut evidence_rows) {
+                violations.push(v);
+                violation_bounds.push(bounds[trigger.index()].clone());
+            }
         }
         let detected_at = wall_ms();
         for (amendment, late) in std::mem::take(&mut self.amendments) {
-            if let Some(v) = self.amendment_record(amendment, &late, detected_at) {
+            if let Some((v, trigger)) = self.amendment_record(amendment, &late, detected_at, &bounds) {
                 violations.push(v);
+                violation_bounds.push(bounds[trigger.index()].clone());
             }
         }
         let mut dead = std::mem::take(&mut self.dead);
@@ -130,9 +139,10 @@ impl Pipeline {
             !self.published.is_dead_lettered(&d.source_topic, d.partition, d.offset)
                 && seen.insert((d.source_topic.clone(), d.partition, d.offset))
         });
-        let evidence = self.evidence_records(evidence_rows)?;
+        let evidence_bound = bounds[self.evidence_trigger().index()].clone();
+        let evidence = self.evidence_records(evidence_rows, evidence_bound.as_ref())?;
         let publishing = Instant::now();
-        self.sink.publish(&violations, &dead, &evidence).await?;
+        self.sink.publish(&violations, &violation_bounds, &dead, &evidence, evidence_bound.as_deref()).await?;
         let publish_took = publishing.elapsed();
         self.metrics.evidence_records.inc_by(evidence.len() as u64);
         for d in &dead {
@@ -159,17 +169,29 @@ impl Pipeline {
             // would only replay a little more.
             tracing::warn!(error = %e, "offset commit failed; retrying next tick");
         }
+        let kept = self
+            .controls
+            .decided_low_water_offsets()
+            .into_iter()
+            .map(|((t, p), o)| ((self.config.input_topics[t.index()].clone(), p), o))
+            .collect();
+        let forgotten = self.published.forget_decided(&kept);
+        if forgotten > 0 {
+            tracing::debug!(forgotten, held = self.published.len(), "forgot ids no replay can decide again");
+        }
         tracing::debug!(decide = ?decide_took, publish = ?publish_took, violations = violations.len(), "concluded");
         Ok(())
     }
 
-    /// Violations (new ones only) and evidence rows of a decision's evaluations.
+    /// Violations (new ones only, with their controls' trigger topics) of a
+    /// decision's evaluations; their evidence rows into `evidence_rows`.
     fn take_evaluations(
         &mut self,
         evaluations: Vec<Evaluation>,
-        violations: &mut Vec<Violation>,
+        bounds: &Bounds,
         evidence_rows: &mut Vec<crate::controls::Finding>,
-    ) {
+    ) -> Vec<(Violation, Topic)> {
+        let mut violations = Vec::new();
         for evaluation in evaluations {
             let control = &self.controls.controls()[evaluation.control];
             if control.meta.evidence {
@@ -187,10 +209,11 @@ impl Pipeline {
                 if violation.late {
                     self.metrics.late_triggers.with_label_values(&[control.meta.id.as_str()]).inc();
                 }
-                self.published.insert(&violation.id);
-                violations.push(violation);
+                self.published.insert(&violation.id, bounds[control.meta.trigger.index()].as_ref());
+                violations.push((violation, control.meta.trigger));
             }
         }
+        violations
     }
 
     /// Trigger rows a running decision judges.
@@ -200,7 +223,13 @@ impl Pipeline {
 
     /// The record an amendment publishes, unless it would repeat what the
     /// violations topic already says.
-    fn amendment_record(&mut self, amendment: Amendment, late: &[String], detected_at: i64) -> Option<Violation> {
+    fn amendment_record(
+        &mut self,
+        amendment: Amendment,
+        late: &[String],
+        detected_at: i64,
+        bounds: &Bounds,
+    ) -> Option<(Violation, Topic)> {
         let (control, v, kind) = match amendment {
             Amendment::New { control, finding } => {
                 let c = &self.controls.controls()[control];
@@ -208,7 +237,7 @@ impl Pipeline {
                 if self.published.contains(&v.id) {
                     return None;
                 }
-                self.published.insert(&v.id);
+                self.published.insert(&v.id, bounds[c.meta.trigger.index()].as_ref());
                 (c, v, "new")
             }
             Amendment::Retracted { control, finding } => {
@@ -218,11 +247,12 @@ impl Pipeline {
                     return None;
                 }
                 self.published.retract(&v.id);
+                self.published.insert(&v.id, bounds[c.meta.trigger.index()].as_ref());
                 (c, v, "retracted")
             }
         };
         self.metrics.amendments.with_label_values(&[control.meta.id.as_str(), kind]).inc();
         tracing::info!(control = %control.meta.id, subject = %v.subject, kind, "amended a decision after late events");
-        Some(v)
+        Some((v, control.meta.trigger))
     }
 }

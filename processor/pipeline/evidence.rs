@@ -1,8 +1,11 @@
 //! Turning the evidence query's rows into chained evidence records.
 
+use std::sync::Arc;
+
 use super::Pipeline;
 use crate::controls::Finding;
 use crate::evidence::{record_of, related_subject, EvidenceRecord, Outcome};
+use crate::published::Bound;
 use crate::schema::Topic;
 use crate::violation::violation_id;
 
@@ -11,7 +14,11 @@ impl Pipeline {
     /// every related control's outcome, chained in its partition. Runs after
     /// the tick's violations are known (the evidence query waits longer than
     /// any control that judges a deploy).
-    pub(super) fn evidence_records(&mut self, findings: Vec<Finding>) -> anyhow::Result<Vec<EvidenceRecord>> {
+    pub(super) fn evidence_records(
+        &mut self,
+        findings: Vec<Finding>,
+        bound: Option<&Arc<Bound>>,
+    ) -> anyhow::Result<Vec<EvidenceRecord>> {
         if findings.is_empty() {
             return Ok(Vec::new());
         }
@@ -58,9 +65,14 @@ impl Pipeline {
             }
             record.chain(self.published.evidence_tail(record.partition));
             self.published.set_evidence_tail(record.partition, record.sequence, record.hash.clone());
-            self.published.insert(&record.evidence_id);
+            self.published.insert(&record.evidence_id, bound);
             out.push(record);
         }
         Ok(out)
+    }
+
+    /// The trigger topic of the evidence query (the deploys).
+    pub(super) fn evidence_trigger(&self) -> Topic {
+        self.controls.controls().iter().find(|c| c.meta.evidence).map_or(Topic::Deploy, |c| c.meta.trigger)
     }
 }

@@ -23,13 +23,16 @@ use crate::config::Config;
 use crate::controls::{Amendment, ControlSet, ControlSource};
 use crate::decode::{Decoder, SchemaResolver};
 use crate::metrics::Metrics;
-use crate::published::Published;
+use crate::published::{Bound, Published};
 use crate::schema::{Catalog, Topic};
 use crate::sink::{DeadLetter, Sink};
 use crate::source::{BrokerHealth, Source};
 use crate::state::State;
 use crate::time::{TopicPartition, Watermarks};
 use crate::violation::Violation;
+
+/// A [`Bound`] per trigger topic, in [`Topic::ALL`] order.
+type Bounds = [Option<Arc<Bound>>; 4];
 
 /// What the pipeline has done so far; published after every tick.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -249,6 +252,15 @@ impl Pipeline {
             .collect();
         self.source.commit(&offsets)?;
         Ok(())
+    }
+
+    /// Per trigger topic, the next offsets to read of its partitions read
+    /// here: every trigger decided so far lies below them.
+    fn trigger_bounds(&self) -> Bounds {
+        Topic::ALL.map(|t| {
+            let next = self.next_offsets.iter().filter(|((topic, _), _)| *topic == t).map(|((_, p), o)| (*p, *o));
+            Bound::new(&self.config.input_topics[t.index()], next).map(Arc::new)
+        })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {

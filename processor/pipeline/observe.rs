@@ -30,6 +30,7 @@ impl Pipeline {
         }
         let pending = self.controls.pending_rows() + self.deciding_rows();
         self.metrics.pending_triggers.set(pending as i64);
+        self.metrics.held_ids.set(self.published.len() as i64);
         if let Some(heap) = crate::alloc::live_bytes() {
             self.metrics.heap_bytes.set(heap);
         }

@@ -23,22 +23,33 @@
 //! records again, and a record already dead-lettered (by its source topic,
 //! partition and offset, from the headers) is not dead-lettered twice.
 //!
-//! Memory: a 128-bit number per violation ever published (16 bytes, about 40
-//! with the hash set's overhead), and one offset per source partition.
+//! Memory: a 128-bit number per violation and evidence record (about 30
+//! bytes with the map's overhead) until no replay can decide its trigger
+//! again (see [`held`]), and one offset per source partition.
+
+mod held;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
 use crate::embedded::{read_from, ReadRecord};
+use held::Held;
+pub use held::{Bound, BOUND_HEADER};
 
 pub struct Published {
     bootstrap: String,
     properties: BTreeMap<String, String>,
+    group_id: String,
     topic: String,
     dead_letter_topic: String,
     /// Violation and evidence ids (themselves hashes: hashed fast).
-    ids: foldhash::HashSet<u128>,
+    ids: Held,
     /// Ids whose retraction (an amendment) is published.
     retracted: foldhash::HashSet<u128>,
     /// Next offset to read per partition of the violations topic.
@@ -57,7 +68,17 @@ pub struct Published {
     alert_window_ms: Option<i64>,
     /// Violations read on within that window, in topic order, until taken.
     earlier: Vec<EarlierViolation>,
+    /// The group's committed offsets being asked for, off the pipeline's
+    /// thread, and when they last were.
+    fetching: Option<tokio::task::JoinHandle<anyhow::Result<Committed>>>,
+    fetched_at: Option<Instant>,
 }
+
+type Committed = BTreeMap<(String, i32), i64>;
+
+/// How often the group's committed offsets are asked for, to forget ids.
+const FORGET_EVERY: Duration = Duration::from_secs(10);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A violation record read on that may still want its alert.
 pub struct EarlierViolation {
@@ -76,9 +97,10 @@ impl Published {
         Published {
             bootstrap: config.bootstrap_servers.clone(),
             properties: config.consumer_properties.clone(),
+            group_id: config.group_id.clone(),
             topic: config.violations_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
-            ids: foldhash::HashSet::default(),
+            ids: Held::default(),
             retracted: foldhash::HashSet::default(),
             next: BTreeMap::new(),
             dead_next: BTreeMap::new(),
@@ -88,6 +110,8 @@ impl Published {
             evidence_tails: BTreeMap::new(),
             alert_window_ms: config.alerts.as_ref().map(|a| a.resolve_after.as_millis() as i64),
             earlier: Vec::new(),
+            fetching: None,
+            fetched_at: None,
         }
     }
 
@@ -106,13 +130,14 @@ impl Published {
     pub async fn catch_up(&mut self, timeout: Duration) -> anyhow::Result<usize> {
         let records = self.read_on(&self.topic.clone(), self.next.clone(), timeout).await?;
         let since = self.alert_window_ms.map(|w| crate::pipeline::wall_ms() - w);
+        let mut bounds = Bounds::default();
         for r in records.iter() {
             if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
                 let retraction = r.headers.iter().any(|(k, v)| k == "vigil.status" && v == "retracted");
                 if retraction {
                     self.retracted.insert(id);
                 }
-                self.ids.insert(id);
+                self.ids.insert(id, bounds.of(r).as_ref());
                 let recent = since.is_some_and(|since| r.timestamp_ms.is_some_and(|t| t >= since));
                 if let (true, Some(payload)) = (recent, &r.payload) {
                     self.earlier.push(EarlierViolation { payload: payload.clone(), retraction, id });
@@ -136,7 +161,7 @@ impl Published {
         let evidence = self.read_on(&self.evidence_topic.clone(), self.evidence_next.clone(), timeout).await?;
         for r in &evidence {
             if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
-                self.ids.insert(id);
+                self.ids.insert(id, bounds.of(r).as_ref());
             }
             let header = |k: &str| r.headers.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
             if let (Some(sequence), Some(hash)) =
@@ -181,13 +206,67 @@ impl Published {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        key(id).is_some_and(|k| self.ids.contains(&k))
+        key(id).is_some_and(|k| self.ids.contains(k))
     }
 
-    pub fn insert(&mut self, id: &str) {
+    /// Holds `id`, published with `bound` (see [`held`]).
+    pub fn insert(&mut self, id: &str, bound: Option<&Arc<Bound>>) {
         if let Some(k) = key(id) {
-            self.ids.insert(k);
+            self.ids.insert(k, bound);
         }
+    }
+
+    /// Forgets the ids whose triggers no replay can decide again: the
+    /// group's committed offsets have passed their bounds, and so has
+    /// `kept` (the lowest offset of a trigger still kept here for
+    /// amendments, per topic and partition). The offsets are asked of the
+    /// broker every [`FORGET_EVERY`] in the background, and used when they
+    /// come (committed offsets only move on, so older ones are safe);
+    /// when the broker cannot say, nothing is forgotten. Returns how many
+    /// ids were forgotten.
+    pub fn forget_decided(&mut self, kept: &Committed) -> usize {
+        use futures::FutureExt;
+        let fetched = match self.fetching.take() {
+            Some(handle) if handle.is_finished() => handle.now_or_never(),
+            other => {
+                self.fetching = other;
+                None
+            }
+        };
+        let due = self.fetched_at.is_none_or(|at| at.elapsed() >= FORGET_EVERY);
+        if self.fetching.is_none() && due {
+            let topics = self.ids.bounded_topics();
+            if !topics.is_empty() {
+                let (bootstrap, properties) = (self.bootstrap.clone(), self.properties.clone());
+                let group = self.group_id.clone();
+                self.fetched_at = Some(Instant::now());
+                self.fetching = Some(tokio::task::spawn_blocking(move || {
+                    committed_offsets(&bootstrap, &properties, &group, &topics, FETCH_TIMEOUT)
+                }));
+            }
+        }
+        let mut committed = match fetched {
+            None => return 0,
+            Some(Ok(Ok(committed))) => committed,
+            Some(Ok(Err(e))) => {
+                tracing::debug!(error = %e, "cannot read the group's committed offsets; forgetting no ids yet");
+                return 0;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "reading the group's committed offsets failed");
+                return 0;
+            }
+        };
+        for (tp, low) in kept {
+            if let Some(c) = committed.get_mut(tp) {
+                *c = (*c).min(*low);
+            }
+        }
+        let gone = self.ids.forget_passed(&committed);
+        for id in &gone {
+            self.retracted.remove(id);
+        }
+        gone.len()
     }
 
     pub fn is_retracted(&self, id: &str) -> bool {
@@ -207,6 +286,59 @@ impl Published {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+}
+
+/// The bounds of records read back, consecutive equal headers sharing one.
+#[derive(Default)]
+struct Bounds {
+    last: Option<(String, Arc<Bound>)>,
+}
+
+impl Bounds {
+    fn of(&mut self, r: &ReadRecord) -> Option<Arc<Bound>> {
+        let text = r.headers.iter().find(|(k, _)| k == BOUND_HEADER).map(|(_, v)| v.as_str())?;
+        if let Some((last, bound)) = &self.last {
+            if last == text {
+                return Some(bound.clone());
+            }
+        }
+        let bound = Arc::new(Bound::parse(text)?);
+        self.last = Some((text.to_string(), bound.clone()));
+        Some(bound)
+    }
+}
+
+/// The offsets `group` has committed on every partition of `topics`.
+fn committed_offsets(
+    bootstrap: &str,
+    properties: &BTreeMap<String, String>,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Committed> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap).set("enable.auto.commit", "false");
+    for (k, v) in properties.iter().filter(|(k, _)| k.as_str() != "group.instance.id") {
+        client.set(k, v);
+    }
+    // Never subscribes, so never joins the group: it only asks for its offsets.
+    client.set("group.id", group);
+    let consumer: BaseConsumer = client.create()?;
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(list, timeout)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw().filter(|o| *o >= 0).map(|o| ((e.topic().to_string(), e.partition()), o)))
+        .collect())
 }
 
 fn advance(next: &mut BTreeMap<i32, i64>, r: &ReadRecord) {
