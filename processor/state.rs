@@ -272,6 +272,25 @@ pub fn without_partitions(batch: &RecordBatch, partitions: &[i32]) -> Option<Rec
     (kept.num_rows() > 0).then_some(kept)
 }
 
+/// `batch` without the rows below `floors` (partition, offset); `None`
+/// when nothing is left.
+pub fn at_or_above(batch: &RecordBatch, floors: &[(i32, i64)]) -> Option<RecordBatch> {
+    let all = || (batch.num_rows() > 0).then(|| batch.clone()); // no copy on the common path
+    let n = batch.num_columns();
+    let partitions = batch.column(n - 2).as_any().downcast_ref::<Int32Array>();
+    let offsets = batch.column(n - 1).as_any().downcast_ref::<Int64Array>();
+    let (false, Some(partitions), Some(offsets)) = (floors.is_empty(), partitions, offsets) else { return all() };
+    let floor = |p: i32| floors.iter().find(|(q, _)| *q == p).map_or(i64::MIN, |(_, f)| *f);
+    let below = |i: usize| offsets.value(i) < floor(partitions.value(i));
+    if !(0..batch.num_rows()).any(below) {
+        return all();
+    }
+    let keep: datafusion::arrow::array::BooleanArray = (0..batch.num_rows()).map(|i| Some(!below(i))).collect();
+    // Failing to filter must not lose triggers: deciding again is safer.
+    let kept = datafusion::arrow::compute::filter_record_batch(batch, &keep).unwrap_or_else(|_| batch.clone());
+    (kept.num_rows() > 0).then_some(kept)
+}
+
 /// The lowest offset per partition in a batch of a topic's canonical schema
 /// (whose last two columns are `_partition` and `_offset`).
 pub fn min_offsets(batch: &RecordBatch) -> Vec<(i32, i64)> {
@@ -291,4 +310,36 @@ pub fn min_offsets(batch: &RecordBatch) -> Vec<(i32, i64)> {
     }
     debug_assert!(partitions.null_count() == 0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(rows: &[(i32, i64)]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, false),
+            Field::new("_partition", DataType::Int32, false),
+            Field::new("_offset", DataType::Int64, false),
+        ]);
+        let ids: StringArray = rows.iter().map(|(p, o)| Some(format!("{p}/{o}"))).collect();
+        let partitions: Int32Array = rows.iter().map(|(p, _)| Some(*p)).collect();
+        let offsets: Int64Array = rows.iter().map(|(_, o)| Some(*o)).collect();
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ids), Arc::new(partitions), Arc::new(offsets)]).unwrap()
+    }
+
+    #[test]
+    fn rows_below_a_partitions_floor_are_not_triggers() {
+        let b = batch(&[(0, 4), (0, 5), (1, 2), (2, 0)]);
+        assert_eq!(at_or_above(&b, &[]).unwrap().num_rows(), 4);
+        let kept = at_or_above(&b, &[(0, 5), (1, 3)]).unwrap();
+        let kept = min_offsets(&kept);
+        assert_eq!(kept, vec![(0, 5), (2, 0)]);
+        assert!(at_or_above(&batch(&[(1, 2)]), &[(1, 3)]).is_none());
+    }
 }

@@ -169,13 +169,7 @@ impl Pipeline {
             // would only replay a little more.
             tracing::warn!(error = %e, "offset commit failed; retrying next tick");
         }
-        let kept = self
-            .controls
-            .decided_low_water_offsets()
-            .into_iter()
-            .map(|((t, p), o)| ((self.config.input_topics[t.index()].clone(), p), o))
-            .collect();
-        let forgotten = self.published.forget_decided(&kept);
+        let forgotten = self.published.forget_decided();
         if forgotten > 0 {
             tracing::debug!(forgotten, held = self.published.len(), "forgot ids no replay can decide again");
         }

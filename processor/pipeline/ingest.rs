@@ -11,7 +11,7 @@ use crate::decode::{Decoded, RawMessage};
 use crate::schema::Topic;
 use crate::sink::DeadLetter;
 use crate::source::InMessage;
-use crate::state::without_partitions;
+use crate::state::{at_or_above, without_partitions};
 
 impl Pipeline {
     /// Takes in one batch of messages topic by topic. Each topic's messages
@@ -117,6 +117,9 @@ impl Pipeline {
             }
             _ => Some(batch.clone()),
         };
+        // Rows below a floor read back on assignment were decided before.
+        let floors: Vec<(i32, i64)> = self.source.floors(topic).collect();
+        let triggers = triggers.and_then(|t| at_or_above(&t, &floors));
         if let Some(triggers) = triggers {
             self.controls.admit(topic, &triggers, self.watermarks.current())?;
         }

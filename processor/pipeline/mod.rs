@@ -250,7 +250,19 @@ impl Pipeline {
                 (*tp, low)
             })
             .collect();
-        self.source.commit(&offsets)?;
+        // Below a floor every trigger is decided: a replay takes those rows
+        // in as context only. Not the decided triggers kept for amendments:
+        // that queue is kept by whole batches, and a batch read in one go
+        // at start-up spans the whole stream, holding the floor at its
+        // start — and a replay would judge months-old triggers beside a
+        // state that keeps weeks.
+        let floors: BTreeMap<TopicPartition, i64> = self
+            .next_offsets
+            .iter()
+            .filter(|((t, p), _)| *t != Topic::Access || self.owned_change.contains(p))
+            .map(|(tp, next)| (*tp, pending.get(tp).map_or(*next, |low| (*low).min(*next))))
+            .collect();
+        self.source.commit(&offsets, &floors)?;
         Ok(())
     }
 

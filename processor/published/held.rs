@@ -4,12 +4,13 @@
 //! A record is published after its trigger was read, so its trigger lies
 //! below the offsets read so far of the trigger topic's partitions: its
 //! [`Bound`], sent with the record as a header and read back with it. A
-//! replay (a restart, a new owner after a rebalance) starts at the group's
-//! committed offsets; once they have passed a bound on every partition it
-//! names, the triggers below it are never read, so never decided, again,
-//! and the ids it holds are forgotten. Committed offsets only move forward
-//! while the group runs (an operator resets them only with every member
-//! stopped, and a restart reads the records, bounds and all, again).
+//! replay (a restart, a new owner after a rebalance) decides no trigger
+//! below the decided-below floors committed with the group's offsets
+//! ([`crate::source::floors`]); once they have passed a bound on every
+//! partition it names, the triggers below it are never decided again, and
+//! the ids it holds are forgotten. Floors only move forward while the group
+//! runs (an operator resets them only with every member stopped, and a
+//! restart reads the records, bounds and all, again).
 //!
 //! A record without a bound (published before bounds were) is held for good.
 

@@ -2,8 +2,9 @@
 //! records already on the evidence topic, with each partition's chain tail).
 //!
 //! After a restart the pipeline replays from its committed offsets and
-//! decides again the triggers it had decided (and published) before the
-//! crash; after a rebalance the new owner of a partition does the same. The
+//! decides again the triggers at or above the committed floors it had
+//! decided (and published) after its last commit; after a rebalance the new
+//! owner of a partition does the same. The
 //! ids are deterministic, so the violations topic itself says what has been
 //! published: before deciding anything at start-up, and whenever partitions
 //! are newly assigned, the pipeline reads the topic on from where it last
@@ -39,6 +40,7 @@ use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
 use crate::embedded::{read_from, ReadRecord};
+use crate::schema::Topic;
 use held::Held;
 pub use held::{Bound, BOUND_HEADER};
 
@@ -46,6 +48,8 @@ pub struct Published {
     bootstrap: String,
     properties: BTreeMap<String, String>,
     group_id: String,
+    /// The input topics, in [`Topic::ALL`] order.
+    input_topics: [String; 4],
     topic: String,
     dead_letter_topic: String,
     /// Violation and evidence ids (themselves hashes: hashed fast).
@@ -68,7 +72,7 @@ pub struct Published {
     alert_window_ms: Option<i64>,
     /// Violations read on within that window, in topic order, until taken.
     earlier: Vec<EarlierViolation>,
-    /// The group's committed offsets being asked for, off the pipeline's
+    /// The group's committed floors being asked for, off the pipeline's
     /// thread, and when they last were.
     fetching: Option<tokio::task::JoinHandle<anyhow::Result<Committed>>>,
     fetched_at: Option<Instant>,
@@ -76,7 +80,7 @@ pub struct Published {
 
 type Committed = BTreeMap<(String, i32), i64>;
 
-/// How often the group's committed offsets are asked for, to forget ids.
+/// How often the group's committed floors are asked for, to forget ids.
 const FORGET_EVERY: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -98,6 +102,7 @@ impl Published {
             bootstrap: config.bootstrap_servers.clone(),
             properties: config.consumer_properties.clone(),
             group_id: config.group_id.clone(),
+            input_topics: config.input_topics.clone(),
             topic: config.violations_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
             ids: Held::default(),
@@ -217,14 +222,13 @@ impl Published {
     }
 
     /// Forgets the ids whose triggers no replay can decide again: the
-    /// group's committed offsets have passed their bounds, and so has
-    /// `kept` (the lowest offset of a trigger still kept here for
-    /// amendments, per topic and partition). The offsets are asked of the
-    /// broker every [`FORGET_EVERY`] in the background, and used when they
-    /// come (committed offsets only move on, so older ones are safe);
-    /// when the broker cannot say, nothing is forgotten. Returns how many
-    /// ids were forgotten.
-    pub fn forget_decided(&mut self, kept: &Committed) -> usize {
+    /// decided-below floors the group committed (see
+    /// [`crate::source::floors`]) have passed their bounds. The floors are
+    /// asked of the broker every [`FORGET_EVERY`] in the background, and
+    /// used when they come (committed floors only move on, so older ones
+    /// are safe); when the broker cannot say, nothing is forgotten.
+    /// Returns how many ids were forgotten.
+    pub fn forget_decided(&mut self) -> usize {
         use futures::FutureExt;
         let fetched = match self.fetching.take() {
             Some(handle) if handle.is_finished() => handle.now_or_never(),
@@ -238,14 +242,14 @@ impl Published {
             let topics = self.ids.bounded_topics();
             if !topics.is_empty() {
                 let (bootstrap, properties) = (self.bootstrap.clone(), self.properties.clone());
-                let group = self.group_id.clone();
+                let (group, inputs) = (self.group_id.clone(), self.input_topics.clone());
                 self.fetched_at = Some(Instant::now());
                 self.fetching = Some(tokio::task::spawn_blocking(move || {
-                    committed_offsets(&bootstrap, &properties, &group, &topics, FETCH_TIMEOUT)
+                    committed_floors(&bootstrap, &properties, &group, &inputs, &topics, FETCH_TIMEOUT)
                 }));
             }
         }
-        let mut committed = match fetched {
+        let committed = match fetched {
             None => return 0,
             Some(Ok(Ok(committed))) => committed,
             Some(Ok(Err(e))) => {
@@ -257,11 +261,6 @@ impl Published {
                 return 0;
             }
         };
-        for (tp, low) in kept {
-            if let Some(c) = committed.get_mut(tp) {
-                *c = (*c).min(*low);
-            }
-        }
         let gone = self.ids.forget_passed(&committed);
         for id in &gone {
             self.retracted.remove(id);
@@ -308,11 +307,14 @@ impl Bounds {
     }
 }
 
-/// The offsets `group` has committed on every partition of `topics`.
-fn committed_offsets(
+/// The decided-below floors `group` has committed for every partition of
+/// `topics` (names among `inputs`, in [`crate::schema::Topic::ALL`] order);
+/// the access topic's ride on the change topic's commits.
+fn committed_floors(
     bootstrap: &str,
     properties: &BTreeMap<String, String>,
     group: &str,
+    inputs: &[String; 4],
     topics: &[String],
     timeout: Duration,
 ) -> anyhow::Result<Committed> {
@@ -324,8 +326,12 @@ fn committed_offsets(
     // Never subscribes, so never joins the group: it only asks for its offsets.
     client.set("group.id", group);
     let consumer: BaseConsumer = client.create()?;
+    let (change, access) = (&inputs[Topic::Change.index()], &inputs[Topic::Access.index()]);
+    let mut asked: Vec<&String> = topics.iter().map(|t| if t == access { change } else { t }).collect();
+    asked.sort();
+    asked.dedup();
     let mut list = TopicPartitionList::new();
-    for topic in topics {
+    for topic in asked {
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
         for t in metadata.topics() {
             for p in t.partitions() {
@@ -334,11 +340,7 @@ fn committed_offsets(
         }
     }
     let committed = consumer.committed_offsets(list, timeout)?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| e.offset().to_raw().filter(|o| *o >= 0).map(|o| ((e.topic().to_string(), e.partition()), o)))
-        .collect())
+    Ok(crate::source::floors::floors_of(&committed, change, access).into_iter().collect())
 }
 
 fn advance(next: &mut BTreeMap<i32, i64>, r: &ReadRecord) {

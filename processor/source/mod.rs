@@ -23,6 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 mod connect;
 mod context;
+pub mod floors;
 mod reader;
 
 pub use connect::check_connection;
@@ -101,7 +102,11 @@ pub struct Source {
     start_offsets: HashMap<TopicPartition, (i64, Instant)>,
     /// Watermarks asked of the broker where librdkafka had none cached.
     asked_marks: HashMap<TopicPartition, (Option<(i64, i64)>, Instant)>,
-    last_commit: BTreeMap<TopicPartition, i64>,
+    /// What was last committed per partition: offset and metadata.
+    last_commit: BTreeMap<TopicPartition, (i64, String)>,
+    /// Decided-below floors read back with the committed offsets of the
+    /// partitions assigned here, until this instance's own pass them.
+    floors: BTreeMap<TopicPartition, i64>,
 }
 
 impl Source {
@@ -167,6 +172,7 @@ impl Source {
             start_offsets: HashMap::new(),
             asked_marks: HashMap::new(),
             last_commit: BTreeMap::new(),
+            floors: BTreeMap::new(),
         })
     }
 
@@ -219,9 +225,19 @@ impl Source {
                 });
                 let revoked: Vec<TopicPartition> =
                     revoked.into_iter().filter_map(|(name, p)| self.topic_of(&name).map(|t| (t, p))).collect();
+                for (t, p) in &revoked {
+                    self.floors.remove(&(*t, *p));
+                    if *t == Topic::Change {
+                        self.floors.remove(&(Topic::Access, *p));
+                    }
+                }
                 self.revoked.extend(revoked);
             }
-            Item::Assigned => self.assigned = true,
+            Item::Assigned(floors) => {
+                tracing::info!(?floors, "decided-below floors read back");
+                self.assigned = true;
+                self.floors.extend(floors);
+            }
             // An earlier command's marker: what follows it is still stale.
             Item::AccessAssigned(number, _) if number != self.access_asked => {}
             Item::AccessAssigned(_, assigned) => {
@@ -403,21 +419,43 @@ impl Source {
     }
 
     /// Commits `offsets` (the next offset to read per partition) where they
-    /// moved since the last commit.
-    pub fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), SourceError> {
+    /// or the decided-below `floors` (see [`floors`]) moved since the last
+    /// commit. A floor read back on assignment stands until this instance's
+    /// own passes it.
+    pub fn commit(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, i64>,
+        floors: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), SourceError> {
+        self.floors.retain(|tp, restored| floors.get(tp).is_none_or(|f| f < restored));
+        let floor = |tp: &TopicPartition| -> Option<i64> {
+            [floors.get(tp), self.floors.get(tp)].into_iter().flatten().copied().max()
+        };
         let mut list = TopicPartitionList::new();
+        let mut committing = Vec::new();
         for (tp, offset) in offsets.iter().filter(|(tp, _)| tp.0 != Topic::Access) {
-            if self.last_commit.get(tp) != Some(offset) {
-                list.add_partition_offset(&self.topics[tp.0.index()], tp.1, Offset::Offset(*offset))
-                    .map_err(SourceError::Commit)?;
+            let access = (tp.0 == Topic::Change).then(|| floor(&(Topic::Access, tp.1))).flatten();
+            let metadata = floors::metadata(floor(tp).unwrap_or(*offset).max(*offset), access);
+            if self.last_commit.get(tp).is_some_and(|(o, m)| o == offset && *m == metadata) {
+                continue;
             }
+            let mut e = list.add_partition(&self.topics[tp.0.index()], tp.1);
+            e.set_offset(Offset::Offset(*offset)).map_err(SourceError::Commit)?;
+            e.set_metadata(&metadata);
+            committing.push((*tp, (*offset, metadata)));
         }
         if list.count() == 0 {
             return Ok(());
         }
         self.consumer.commit(&list, CommitMode::Sync).map_err(SourceError::Commit)?;
-        self.last_commit.extend(offsets.iter().map(|(k, v)| (*k, *v)));
+        self.last_commit.extend(committing);
         Ok(())
+    }
+
+    /// The floors read back for `topic`'s partitions that still stand:
+    /// rows below them were decided before and are context only.
+    pub fn floors(&self, topic: Topic) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.floors.range((topic, i32::MIN)..=(topic, i32::MAX)).map(|((_, p), o)| (*p, *o))
     }
 }
 

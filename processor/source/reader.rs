@@ -29,8 +29,9 @@ pub(super) enum Item {
     Messages(Vec<InMessage>),
     /// Partitions of the group's topics revoked (topic name, partition).
     Revoked(Vec<(String, i32)>),
-    /// The group assigned partitions here.
-    Assigned,
+    /// The group assigned partitions here; the decided-below floors
+    /// committed with their offsets (see `floors`).
+    Assigned(Vec<(crate::time::TopicPartition, i64)>),
     /// The access reader was (re)assigned as the command numbered `.0`
     /// asked: `Ok` with its partitions, or why not. Its messages before this
     /// marker belong to an older assignment.
@@ -43,6 +44,9 @@ pub(super) enum Command {
     /// number is echoed in the marker).
     AssignAccess(u64, TopicPartitionList, Vec<i32>),
 }
+
+/// How long one ask for the committed offsets of new partitions waits.
+const FLOORS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Messages the thread gathers before it hands them over (sooner when the
 /// consumers have nothing more for now).
@@ -76,7 +80,7 @@ impl Reader {
         let thread = std::thread::Builder::new().name("vigil-reader".into()).spawn({
             let stop = stop.clone();
             move || {
-                let mut thread = Thread { topics, tx, batch: Gathered::default(), access: false };
+                let mut thread = Thread { topics, tx, batch: Gathered::default(), access: false, stop: stop.clone() };
                 thread.run(&consumer, &broadcast, &rx, &stop);
             }
         })?;
@@ -105,6 +109,7 @@ struct Thread {
     batch: Gathered,
     /// Whether the access reader has partitions to poll.
     access: bool,
+    stop: Arc<AtomicBool>,
 }
 
 /// The pipeline is gone: nothing more to hand over.
@@ -180,7 +185,9 @@ impl Thread {
         }
         if context.assigned.swap(false, Ordering::SeqCst) {
             self.flush()?;
-            self.send(Item::Assigned)?;
+            // Before any message of the new partitions is handed over.
+            let floors = self.committed_floors(consumer)?;
+            self.send(Item::Assigned(floors))?;
         }
         match polled {
             Some(Ok(m)) => {
@@ -194,6 +201,37 @@ impl Thread {
                 Ok(false)
             }
             None => Ok(false),
+        }
+    }
+
+    /// The floors committed with the assignment's offsets, asked until the
+    /// group coordinator answers: without them a replay would decide again
+    /// what was decided long ago (see `floors`), so nothing is read before.
+    fn committed_floors(
+        &self,
+        consumer: &BaseConsumer<SourceContext>,
+    ) -> Result<Vec<(crate::time::TopicPartition, i64)>, Closed> {
+        let topic_of = |name: &str| Topic::ALL.into_iter().find(|t| self.topics[t.index()] == name);
+        loop {
+            let asked = consumer.assignment().and_then(|list| consumer.committed_offsets(list, FLOORS_TIMEOUT));
+            match asked {
+                Ok(committed) => {
+                    let (change, access) = (&self.topics[Topic::Change.index()], &self.topics[Topic::Access.index()]);
+                    let floors = super::floors::floors_of(&committed, change, access);
+                    return Ok(floors
+                        .into_iter()
+                        .filter_map(|((name, p), o)| Some(((topic_of(&name)?, p), o)))
+                        .collect());
+                }
+                Err(e) => {
+                    consumer.context().reports.health.note(&e, "reading the committed offsets of new partitions");
+                    tracing::warn!(error = %e, "cannot read the committed offsets of new partitions; asking again");
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(Closed);
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 
