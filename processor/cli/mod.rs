@@ -58,6 +58,9 @@ pub enum Command {
         events: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Days of event time the stream spans (it ends two days ago).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
         /// Produce to this Kafka cluster (topics named by --config, or change, ci, access, deploy).
         #[arg(long, conflicts_with = "out")]
         brokers: Option<String>,
@@ -217,12 +220,21 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
         Command::Run { config, queries, instance_id } => run(config, queries, instance_id).await.map(|_| 0),
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Replay(args) => crate::replay::run(args).await,
-        Command::Generate { events, seed, brokers, config, format, out, truth, identities } => {
+        Command::Generate { events, seed, days, brokers, config, format, out, truth, identities } => {
             if let Some(path) = identities {
                 std::fs::write(&path, crate::generate::identities_toml())
                     .with_context(|| format!("writing {}", path.display()))?;
             }
-            generate_cmd(events, seed, brokers, config, format, out, truth).await.map(|_| 0)
+            generate_cmd(
+                GenConfig { days, ..GenConfig::new(events, seed, wall_ms()) },
+                brokers,
+                config,
+                format,
+                out,
+                truth,
+            )
+            .await
+            .map(|_| 0)
         }
         Command::Test { dir } => {
             let report = crate::testing::run_dir(&dir).await.map_err(anyhow::Error::msg)?;
@@ -373,8 +385,7 @@ async fn run(config_path: PathBuf, queries: Option<PathBuf>, instance_id: Option
 }
 
 async fn generate_cmd(
-    events: usize,
-    seed: u64,
+    gen: GenConfig,
     brokers: Option<String>,
     config: Option<PathBuf>,
     format: Encoding,
@@ -382,7 +393,7 @@ async fn generate_cmd(
     truth_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
-    let (stream, truth) = generate(&GenConfig::new(events, seed, wall_ms()));
+    let (stream, truth) = generate(&gen);
     let truth_json = serde_json::to_string_pretty(&truth)? + "\n";
     if let Some(dir) = &out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

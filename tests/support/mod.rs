@@ -78,9 +78,15 @@ pub fn write_config(dir: &Path, bootstrap: &str, group: &str, metrics_port: u16)
 /// `vigil generate` into the broker, batched as any producer batches;
 /// returns the expected violation ids.
 pub fn generate(bootstrap: &str, events: usize, seed: u64, dir: &Path) -> Vec<String> {
+    generate_over(bootstrap, events, seed, 7, dir)
+}
+
+/// [`generate`] over `days` of event time.
+pub fn generate_over(bootstrap: &str, events: usize, seed: u64, days: u32, dir: &Path) -> Vec<String> {
     let truth_path = dir.join("truth.json");
     let status = Command::new(VIGIL)
         .args(["generate", "--events", &events.to_string(), "--seed", &seed.to_string(), "--brokers", bootstrap])
+        .args(["--days", &days.to_string()])
         .arg("--truth")
         .arg(&truth_path)
         .stderr(Stdio::null())
