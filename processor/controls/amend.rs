@@ -10,7 +10,7 @@
 //! a new (late) violation, a subject that violated only without them is
 //! retracted. Nothing a late event changes goes unrecorded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::and;
@@ -117,6 +117,16 @@ impl ControlSet {
             let horizon = watermark.saturating_sub(millis(control.meta.wait() + control.meta.lookback));
             control.decided.forget_before(horizon);
         }
+    }
+
+    /// The lowest offset of a decided trigger kept for amendments, per
+    /// partition of each trigger topic.
+    pub fn decided_low_water_offsets(&self) -> BTreeMap<(Topic, i32), i64> {
+        let mut out = BTreeMap::new();
+        for control in &self.controls {
+            control.decided.low_water(control.meta.trigger, &mut out);
+        }
+        out
     }
 
     /// Decided trigger rows held for amendments, over all controls.

@@ -169,7 +169,15 @@ impl Pipeline {
             // would only replay a little more.
             tracing::warn!(error = %e, "offset commit failed; retrying next tick");
         }
-        let forgotten = self.published.forget_decided();
+        // An id whose trigger is kept for amendments stays: a late event
+        // may still retract it.
+        let kept = self
+            .controls
+            .decided_low_water_offsets()
+            .into_iter()
+            .map(|((t, p), o)| ((self.config.input_topics[t.index()].clone(), p), o))
+            .collect();
+        let forgotten = self.published.forget_decided(&kept);
         if forgotten > 0 {
             tracing::debug!(forgotten, held = self.published.len(), "forgot ids no replay can decide again");
         }

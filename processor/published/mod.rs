@@ -226,9 +226,11 @@ impl Published {
     /// [`crate::source::floors`]) have passed their bounds. The floors are
     /// asked of the broker every [`FORGET_EVERY`] in the background, and
     /// used when they come (committed floors only move on, so older ones
-    /// are safe); when the broker cannot say, nothing is forgotten.
-    /// Returns how many ids were forgotten.
-    pub fn forget_decided(&mut self) -> usize {
+    /// are safe); when the broker cannot say, nothing is forgotten. Nor
+    /// is what `kept` (the lowest offset of a trigger still kept here for
+    /// amendments, per topic and partition) has not passed: an amendment
+    /// may retract it. Returns how many ids were forgotten.
+    pub fn forget_decided(&mut self, kept: &Committed) -> usize {
         use futures::FutureExt;
         let fetched = match self.fetching.take() {
             Some(handle) if handle.is_finished() => handle.now_or_never(),
@@ -249,7 +251,7 @@ impl Published {
                 }));
             }
         }
-        let committed = match fetched {
+        let mut committed = match fetched {
             None => return 0,
             Some(Ok(Ok(committed))) => committed,
             Some(Ok(Err(e))) => {
@@ -261,6 +263,11 @@ impl Published {
                 return 0;
             }
         };
+        for (tp, low) in kept {
+            if let Some(c) = committed.get_mut(tp) {
+                *c = (*c).min(*low);
+            }
+        }
         let gone = self.ids.forget_passed(&committed);
         for id in &gone {
             self.retracted.remove(id);
