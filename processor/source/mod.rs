@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 mod connect;
 mod context;
 pub mod floors;
+mod queues;
 mod reader;
 
 pub use connect::check_connection;

@@ -1,7 +1,8 @@
 //! The reader thread: polls both consumers and hands their messages to the
 //! pipeline in batches, so reading the next batch overlaps taking in the
 //! last one (before, the pipeline's own task awaited each message, and read
-//! nothing while it decoded and stored).
+//! nothing while it decoded and stored). The group's partitions are read
+//! from queues of their own, many messages a call (see `queues`).
 //!
 //! What the consumers report between messages travels in the same channel,
 //! in order: a revocation (served inside a poll of this thread) follows
@@ -21,6 +22,7 @@ use rdkafka::message::{Headers as _, Message};
 use rdkafka::TopicPartitionList;
 
 use super::context::{ReaderContext, SourceContext};
+use super::queues::{ConsumerQueue, Fetched, PartitionQueue};
 use super::InMessage;
 use crate::schema::Topic;
 
@@ -57,7 +59,8 @@ const FLUSH_AT: usize = 2048;
 const CHANNEL_BATCHES: usize = 8;
 
 /// How long one poll waits when neither consumer had anything: the longest
-/// an access message waits for the group's consumer to wake up.
+/// a message in a partition's own queue (see `queues`) or the access
+/// reader's waits for the group's consumer to wake up.
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// The thread and both ends of its channels.
@@ -80,7 +83,15 @@ impl Reader {
         let thread = std::thread::Builder::new().name("vigil-reader".into()).spawn({
             let stop = stop.clone();
             move || {
-                let mut thread = Thread { topics, tx, batch: Gathered::default(), access: false, stop: stop.clone() };
+                let mut thread = Thread {
+                    topics,
+                    tx,
+                    batch: Gathered::default(),
+                    access: false,
+                    stop: stop.clone(),
+                    main: ConsumerQueue::of(&consumer),
+                    queues: Vec::new(),
+                };
                 thread.run(&consumer, &broadcast, &rx, &stop);
             }
         })?;
@@ -110,6 +121,11 @@ struct Thread {
     /// Whether the access reader has partitions to poll.
     access: bool,
     stop: Arc<AtomicBool>,
+    /// The group consumer's queue, to see that it is empty before the
+    /// partitions' own queues are read (see `queues`).
+    main: Option<ConsumerQueue>,
+    /// The assigned partitions' own queues.
+    queues: Vec<PartitionQueue>,
 }
 
 /// The pipeline is gone: nothing more to hand over.
@@ -139,6 +155,11 @@ impl Thread {
                         break;
                     }
                     read += 1;
+                }
+                // What the consumer's queue holds of a partition came before
+                // what its own queue holds.
+                if self.main.as_ref().is_none_or(|q| q.len() == 0) {
+                    read += self.drain_partitions(consumer);
                 }
                 while self.access && self.batch.len() < FLUSH_AT {
                     let Some(m) = broadcast.poll(Duration::ZERO) else { break };
@@ -181,6 +202,9 @@ impl Thread {
             *revocations = now;
             self.flush()?;
             let revoked = std::mem::take(&mut *context.revoked.lock().unwrap_or_else(|p| p.into_inner()));
+            self.queues.retain(|q| {
+                !revoked.iter().any(|(name, p)| *p == q.partition && self.topics[q.topic.index()] == *name)
+            });
             self.send(Item::Revoked(revoked))?;
         }
         if context.assigned.swap(false, Ordering::SeqCst) {
@@ -188,6 +212,7 @@ impl Thread {
             // Before any message of the new partitions is handed over.
             let floors = self.committed_floors(consumer)?;
             self.send(Item::Assigned(floors))?;
+            self.split_assigned(consumer);
         }
         match polled {
             Some(Ok(m)) => {
@@ -233,6 +258,40 @@ impl Thread {
             }
             std::thread::sleep(Duration::from_secs(1));
         }
+    }
+
+    /// Splits the queue of every assigned partition not split yet.
+    fn split_assigned(&mut self, consumer: &BaseConsumer<SourceContext>) {
+        let Ok(assignment) = consumer.assignment() else { return };
+        for e in assignment.elements() {
+            let Some(topic) = Topic::ALL.into_iter().find(|t| self.topics[t.index()] == e.topic()) else { continue };
+            if self.queues.iter().any(|q| q.topic == topic && q.partition == e.partition()) {
+                continue;
+            }
+            match PartitionQueue::split(consumer, e.topic(), topic, e.partition()) {
+                Some(queue) => self.queues.push(queue),
+                // Its messages keep coming through the consumer's queue.
+                None => {
+                    tracing::warn!(topic = e.topic(), partition = e.partition(), "cannot split the partition's queue")
+                }
+            }
+        }
+    }
+
+    /// Takes what the partitions' own queues hold, up to a full batch.
+    fn drain_partitions(&mut self, consumer: &BaseConsumer<SourceContext>) -> usize {
+        let mut read = 0;
+        for queue in &mut self.queues {
+            let room = FLUSH_AT.saturating_sub(self.batch.pending.len());
+            let (topic, partition) = (queue.topic, queue.partition);
+            let batch = &mut self.batch;
+            read += queue.drain(
+                room,
+                |m| batch.push_fetched(topic, partition, m),
+                |e| consumer.context().reports.health.note(&e, "partition queue"),
+            );
+        }
+        read
     }
 
     fn keep(&mut self, m: &impl Message) {
@@ -285,19 +344,24 @@ impl Gathered {
     fn push(&mut self, topics: &[String; 4], m: &impl Message) {
         let name = m.topic();
         let Some(topic) = Topic::ALL.into_iter().find(|t| topics[t.index()] == name) else { return };
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+            .unwrap_or_default();
+        let fetched = Fetched { offset: m.offset(), key: m.key(), payload: m.payload(), headers };
+        self.push_fetched(topic, m.partition(), fetched);
+    }
+
+    fn push_fetched(&mut self, topic: Topic, partition: i32, m: Fetched<'_>) {
         let arena = &mut self.arena;
         let mut copy = |bytes: &[u8]| {
             let start = arena.len();
             arena.extend_from_slice(bytes);
             start..arena.len()
         };
-        let key = m.key().map(&mut copy);
-        let payload = m.payload().map(&mut copy);
-        let headers = m
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
-            .unwrap_or_default();
-        self.pending.push(Pending { topic, partition: m.partition(), offset: m.offset(), key, payload, headers });
+        let key = m.key.map(&mut copy);
+        let payload = m.payload.map(&mut copy);
+        self.pending.push(Pending { topic, partition, offset: m.offset, key, payload, headers: m.headers });
     }
 
     /// The messages, each key and payload a view of the shared arena.
