@@ -72,6 +72,10 @@ impl Column {
     }
 }
 
+/// Bytes reserved per string value: ids, names and hashes of 8 to 40
+/// bytes are typical.
+const STR_BYTES: usize = 16;
+
 pub(super) struct BatchBuilder {
     schema: SchemaRef,
     columns: Vec<Column>,
@@ -81,26 +85,30 @@ pub(super) struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    pub(super) fn new(schema: &EventSchema) -> BatchBuilder {
+    /// Builders with room for `rows` rows (most batches decode every
+    /// message to one row): growing them by doubling copied each column
+    /// about twice over, a twentieth of a streaming read's decoding time.
+    pub(super) fn new(schema: &EventSchema, rows: usize) -> BatchBuilder {
         let columns = schema
             .fields
             .iter()
             .map(|f| match &f.kind {
-                FieldKind::Str => Column::Str(StringBuilder::new()),
-                FieldKind::Enum(symbols) => {
-                    Column::Enum(Int16Builder::new(), Arc::new(symbols.iter().map(Some).collect::<StringArray>()))
-                }
-                FieldKind::Long => Column::Long(Int64Builder::new()),
-                FieldKind::Int => Column::Int(Int32Builder::new()),
-                FieldKind::Bool => Column::Bool(BooleanBuilder::new()),
-                FieldKind::Timestamp => Column::Time(TimestampMillisecondBuilder::new()),
+                FieldKind::Str => Column::Str(StringBuilder::with_capacity(rows, rows * STR_BYTES)),
+                FieldKind::Enum(symbols) => Column::Enum(
+                    Int16Builder::with_capacity(rows),
+                    Arc::new(symbols.iter().map(Some).collect::<StringArray>()),
+                ),
+                FieldKind::Long => Column::Long(Int64Builder::with_capacity(rows)),
+                FieldKind::Int => Column::Int(Int32Builder::with_capacity(rows)),
+                FieldKind::Bool => Column::Bool(BooleanBuilder::with_capacity(rows)),
+                FieldKind::Timestamp => Column::Time(TimestampMillisecondBuilder::with_capacity(rows)),
             })
             .collect();
         BatchBuilder {
             schema: schema.arrow.clone(),
             columns,
-            partitions: Int32Builder::new(),
-            offsets: Int64Builder::new(),
+            partitions: Int32Builder::with_capacity(rows),
+            offsets: Int64Builder::with_capacity(rows),
             rows: 0,
         }
     }

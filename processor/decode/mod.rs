@@ -247,8 +247,21 @@ impl Decoder {
         out
     }
 
+    /// As [`Decoder::decode`], all on the calling thread: for a caller that
+    /// already overlaps decoding with other work (the streaming pipeline
+    /// decodes one batch while it stores the last), where splitting a batch
+    /// over the pool's threads as well cost more CPU than it saved.
+    pub fn decode_here<'a>(&self, messages: impl IntoIterator<Item = RawMessage<'a>>, now_ms: i64) -> Decoded {
+        let messages: Vec<RawMessage<'a>> = messages.into_iter().collect();
+        self.decode_in_line(&messages, now_ms)
+    }
+
     fn decode_in_line(&self, messages: &[RawMessage<'_>], now_ms: i64) -> Decoded {
-        let mut out = Rows { builder: BatchBuilder::new(&self.schema), rejects: Vec::new(), max_time: Vec::new() };
+        let mut out = Rows {
+            builder: BatchBuilder::new(&self.schema, messages.len()),
+            rejects: Vec::new(),
+            max_time: Vec::new(),
+        };
         let mut ignored = 0;
         let mut slots = Vec::new();
         let mut vals = Vec::new();

@@ -1,5 +1,6 @@
-//! Ingest: one batch of messages from the source, topic by topic, into
-//! state and the controls' pending triggers (rejects to the dead letters).
+//! Ingest: one batch of messages from the source decoded on the pool, then
+//! stored topic by topic into state and the controls' pending triggers
+//! (rejects to the dead letters).
 
 use std::time::Instant;
 
@@ -13,52 +14,70 @@ use crate::sink::DeadLetter;
 use crate::source::InMessage;
 use crate::state::{at_or_above, without_partitions};
 
+/// One batch's messages, split by topic, being decoded on the pool.
+pub(super) struct Decoding(tokio::sync::oneshot::Receiver<Vec<(Topic, Vec<InMessage>, Decoded)>>);
+
 impl Pipeline {
-    /// Takes in one batch of messages topic by topic. Each topic's messages
-    /// are decoded on the pool while the topic before them is stored:
-    /// decoding and storing each keep one core busy at most.
-    pub(super) async fn ingest(&mut self, messages: Vec<InMessage>) -> anyhow::Result<()> {
-        if messages.is_empty() {
-            return Ok(());
+    /// Starts decoding one batch of messages on a pool thread, topic by
+    /// topic: the pipeline stores the batch before meanwhile, so decoding a
+    /// batch overlaps storing the last one (decoding and storing each keep
+    /// about one core busy; splitting each topic's messages over both pool
+    /// threads as well took 25 % more CPU for a slower read).
+    pub(super) fn decode(&mut self, messages: Vec<InMessage>) -> Decoding {
+        if !messages.is_empty() {
+            self.status.first_consumed_at.get_or_insert_with(Instant::now);
         }
-        let now = Instant::now();
-        let wall = wall_ms();
-        let parts: Vec<(Topic, Vec<&InMessage>)> = Topic::ALL
-            .into_iter()
-            .map(|topic| (topic, messages.iter().filter(|m| m.topic == topic).collect::<Vec<_>>()))
-            .filter(|(_, of_topic)| !of_topic.is_empty())
-            .collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let decoders = self.decoders.clone();
-        let decode = |(topic, of_topic): &(Topic, Vec<&InMessage>)| {
-            let raw = of_topic.iter().map(|m| RawMessage {
-                payload: m.payload.as_deref(),
-                headers: &m.headers,
-                partition: m.partition,
-                offset: m.offset,
-            });
-            decoders[topic.index()].decode(raw, wall)
-        };
-        let mut ahead = parts.first().map(decode);
-        for (i, (topic, of_topic)) in parts.iter().enumerate() {
-            let decoded = ahead.take().expect("each topic is decoded before it is stored");
-            let (next, late) =
-                rayon::join(|| parts.get(i + 1).map(decode), || self.take_in(*topic, of_topic, decoded, now));
-            ahead = next;
-            if let Some((batch, watermark)) = late? {
+        let wall = wall_ms();
+        rayon::spawn(move || {
+            let mut of_topic: [Vec<InMessage>; 4] = Default::default();
+            for m in messages {
+                of_topic[m.topic.index()].push(m);
+            }
+            let parts = Topic::ALL
+                .into_iter()
+                .zip(of_topic)
+                .filter(|(_, messages)| !messages.is_empty())
+                .map(|(topic, messages)| {
+                    let raw = messages.iter().map(|m| RawMessage {
+                        payload: m.payload.as_deref(),
+                        headers: &m.headers,
+                        partition: m.partition,
+                        offset: m.offset,
+                    });
+                    let decoded = decoders[topic.index()].decode_here(raw, wall);
+                    (topic, messages, decoded)
+                })
+                .collect();
+            let _ = tx.send(parts);
+        });
+        Decoding(rx)
+    }
+
+    /// Takes in one decoded batch topic by topic: into state and the
+    /// controls' pending triggers, rejects to the dead letters.
+    pub(super) async fn store(&mut self, decoding: Decoding) -> anyhow::Result<()> {
+        let parts = decoding.0.await.map_err(|_| anyhow::anyhow!("decoding a batch of messages failed"))?;
+        let now = Instant::now();
+        let any = !parts.is_empty();
+        for (topic, of_topic, decoded) in parts {
+            if let Some((batch, watermark)) = self.take_in(topic, &of_topic, decoded, now)? {
                 // Rows at or behind the watermark: decisions already made
                 // are re-run with them (and the batch appended meanwhile).
                 // Cloning a batch clones Arcs; the evidence is only
                 // formatted when a late row did change something.
-                let time_index = self.catalog.event(*topic).time_index;
-                let amendments = self
-                    .controls
-                    .append_amending(&mut self.state, *topic, batch.clone(), time_index, watermark)
-                    .await?;
+                let time_index = self.catalog.event(topic).time_index;
+                let amendments =
+                    self.controls.append_amending(&mut self.state, topic, batch.clone(), time_index, watermark).await?;
                 if let (false, Some(w)) = (amendments.is_empty(), watermark) {
-                    let late = observe::late_evidence(&batch, *topic, w);
+                    let late = observe::late_evidence(&batch, topic, w);
                     self.amendments.extend(amendments.into_iter().map(|a| (a, late.clone())));
                 }
             }
+        }
+        if any {
+            self.status.last_consumed_at = Some(Instant::now());
         }
         Ok(())
     }
@@ -70,14 +89,14 @@ impl Pipeline {
     fn take_in(
         &mut self,
         topic: Topic,
-        of_topic: &[&InMessage],
+        of_topic: &[InMessage],
         decoded: Decoded,
         now: Instant,
     ) -> anyhow::Result<Option<(RecordBatch, Option<i64>)>> {
         self.metrics.events_consumed.with_label_values(&[topic.name()]).inc_by(of_topic.len() as u64);
         self.metrics.events_ignored.with_label_values(&[topic.name()]).inc_by(decoded.ignored as u64);
         self.status.consumed += of_topic.len() as u64;
-        self.status.first_consumed_at.get_or_insert(now);
+
         for m in of_topic {
             self.next_offsets.insert((topic, m.partition), m.offset + 1);
         }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use self::ingest::Decoding;
 use crate::config::Config;
 use crate::controls::{Amendment, ControlSet, ControlSource};
 use crate::decode::{Decoder, SchemaResolver};
@@ -38,8 +39,11 @@ type Bounds = [Option<Arc<Bound>>; 4];
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Status {
     pub consumed: u64,
-    /// When the first message was read.
+    /// When the first message was taken in.
     pub first_consumed_at: Option<Instant>,
+    /// When the last batch of messages was taken in (status is published
+    /// each tick, this instant when it happened).
+    pub last_consumed_at: Option<Instant>,
     pub rejected: u64,
     pub violations: u64,
     pub pending_triggers: usize,
@@ -167,6 +171,9 @@ impl Pipeline {
             "pipeline started"
         );
         let mut next_tick = Instant::now() + self.config.tick;
+        // A full batch is decoded on the pool while the one before it is
+        // stored (see `ingest`).
+        let mut decoding: Option<Decoding> = None;
         loop {
             if *shutdown.borrow_and_update() {
                 break;
@@ -177,8 +184,11 @@ impl Pipeline {
             let revoked = self.source.take_revoked();
             let assigned = self.source.take_assigned();
             if !revoked.is_empty() || assigned {
-                // What was decided while the partitions were ours is
-                // published before their state goes.
+                // What was read before is stored, and what was decided while
+                // the partitions were ours published, before their state goes.
+                if let Some(earlier) = decoding.take() {
+                    self.store(earlier).await?;
+                }
                 self.settle().await?;
             }
             if !revoked.is_empty() {
@@ -189,12 +199,26 @@ impl Pipeline {
                 messages.retain(|m| m.topic != Topic::Access);
                 self.reassigned();
             }
-            self.ingest(messages).await?;
+            let full = messages.len() >= MAX_BATCH;
+            let earlier = decoding.replace(self.decode(messages));
+            if let Some(earlier) = earlier {
+                self.store(earlier).await?;
+            }
+            // Past a batch that was not full the stream has paused: store it
+            // now rather than when the next one comes.
+            if !full {
+                if let Some(batch) = decoding.take() {
+                    self.store(batch).await?;
+                }
+            }
             self.conclude_if_done().await?;
             if Instant::now() >= next_tick {
                 self.tick().await?;
                 next_tick = Instant::now() + self.config.tick;
             }
+        }
+        if let Some(batch) = decoding.take() {
+            self.store(batch).await?;
         }
         self.settle().await?;
         self.metrics.ready.set(0);
