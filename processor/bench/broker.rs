@@ -14,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::threads::{idle_seconds, Snapshot};
 use crate::apache_kafka::{Cluster, Layout};
 use crate::config::{Config, RawConfig};
 use crate::controls::builtin_sources;
@@ -86,26 +87,54 @@ impl Broker {
     }
 }
 
+/// Rounds of the end-to-end comparison: each reads the stream with a bare
+/// consumer and then with Vigil; one more bare read closes the last round.
+/// The figures are medians, so a single read disturbed by the host (or by
+/// the broker's JIT, which compiles its fetch path during the first reads
+/// and once took 18 % of both cores while Vigil read) does not decide them.
+const E2E_ROUNDS: usize = 3;
+
 #[derive(Debug, Serialize)]
 pub struct E2eRun {
     pub events: usize,
-    /// Bare consumer, first to last message, before and after Vigil.
-    pub bare_seconds: [f64; 2],
+    /// Bare consumer, first to last message, each read in run order (after a
+    /// warm-up read that is not counted).
+    pub bare_seconds: Vec<f64>,
     pub bare_events_per_s: f64,
     /// Vigil, first message read to the last one decoded, stored and offered
-    /// to the controls (decisions run in the same loop).
-    pub vigil_seconds: f64,
+    /// to the controls (decisions run behind, in the same process), each
+    /// read in run order, each a new consumer group.
+    pub vigil_seconds: Vec<f64>,
     pub vigil_events_per_s: f64,
+    /// Median bare seconds ÷ median Vigil seconds.
     pub ratio: f64,
     /// CPU seconds this process spent per million events read, all its
-    /// threads (librdkafka's included), bare consumer (mean of its two
-    /// reads) and Vigil: on a host with few cores, what bounds the ratio.
+    /// threads (librdkafka's included), bare consumer and Vigil (medians):
+    /// on a host with few cores, what bounds the ratio.
     pub bare_cpu_s_per_million: f64,
     pub vigil_cpu_s_per_million: f64,
+    /// Cores the machine left idle, on average, in each bare and each Vigil
+    /// read: near 0 when the reads are bound by CPU.
+    pub bare_idle_cores: Vec<f64>,
+    pub vigil_idle_cores: Vec<f64>,
+    /// CPU seconds by thread name in the last bare and the last Vigil read.
+    pub bare_cpu_by_thread: Vec<(String, f64)>,
+    pub vigil_cpu_by_thread: Vec<(String, f64)>,
 }
 
-/// Produces `events` generated events, then reads them with a bare consumer,
-/// with Vigil, and with the bare consumer again.
+/// One read of the whole stream: seconds from its first message to its
+/// last, the process's CPU seconds meanwhile, and where they went.
+struct Read {
+    seconds: f64,
+    cpu: f64,
+    threads: Vec<(String, f64)>,
+    /// Cores the machine left idle meanwhile, on average.
+    idle_cores: f64,
+}
+
+/// Produces `events` generated events, then reads them once with a bare
+/// consumer to warm the broker, and then in `E2E_ROUNDS` rounds of a bare
+/// read and a Vigil read, with one bare read after the last.
 pub async fn e2e(broker: &Broker, events: usize, seed: u64) -> anyhow::Result<E2eRun> {
     let config = broker.topics("e2e").await?;
     let catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
@@ -114,45 +143,79 @@ pub async fn e2e(broker: &Broker, events: usize, seed: u64) -> anyhow::Result<E2
     drop(stream);
     produce_all(&broker.bootstrap, &records).await?;
     drop(records);
-    let (first, first_cpu) = bare_read(&config, events)?;
+    bare_read(&config, events)?;
+    let (mut bare, mut vigil): (Vec<Read>, Vec<Read>) = (Vec::new(), Vec::new());
+    for round in 0..E2E_ROUNDS {
+        bare.push(bare_read(&config, events)?);
+        let mut config = config.clone();
+        config.group_id = format!("{}-{round}", config.group_id);
+        vigil.push(vigil_read(&config, events).await?);
+    }
+    bare.push(bare_read(&config, events)?);
+    let (bare_s, bare_cpu) = (median(bare.iter().map(|r| r.seconds)), median(bare.iter().map(|r| r.cpu)));
+    let (vigil_s, vigil_cpu) = (median(vigil.iter().map(|r| r.seconds)), median(vigil.iter().map(|r| r.cpu)));
+    // A few batches' worth is read in about one fetch: no rate to speak of.
+    anyhow::ensure!(
+        bare_s.min(vigil_s) >= 0.2,
+        "{events} events were read in {bare_s:.3} s (bare) and {vigil_s:.3} s (vigil), too fast to time; \
+         use --e2e-events of 200000 or more"
+    );
+    Ok(E2eRun {
+        events,
+        bare_seconds: bare.iter().map(|r| r.seconds).collect(),
+        bare_events_per_s: events as f64 / bare_s,
+        vigil_seconds: vigil.iter().map(|r| r.seconds).collect(),
+        vigil_events_per_s: events as f64 / vigil_s,
+        ratio: bare_s / vigil_s,
+        bare_cpu_s_per_million: bare_cpu * 1e6 / events as f64,
+        vigil_cpu_s_per_million: vigil_cpu * 1e6 / events as f64,
+        bare_idle_cores: bare.iter().map(|r| r.idle_cores).collect(),
+        vigil_idle_cores: vigil.iter().map(|r| r.idle_cores).collect(),
+        bare_cpu_by_thread: bare.pop().map(|r| r.threads).unwrap_or_default(),
+        vigil_cpu_by_thread: vigil.pop().map(|r| r.threads).unwrap_or_default(),
+    })
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Vigil's pipeline reading the stream from the beginning in a group of its
+/// own until `events` were taken in: seconds from the first to the last,
+/// and the process's CPU seconds meanwhile.
+async fn vigil_read(config: &Config, events: usize) -> anyhow::Result<Read> {
     let pipeline = Pipeline::new(config.clone(), &builtin_sources(), Metrics::new()).await?;
     let mut status = pipeline.status();
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(pipeline.run(stopped));
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut cpu_from = None;
-    let (vigil, vigil_cpu) = loop {
+    let mut from = None;
+    let read = loop {
         let s: Status = status.borrow_and_update().clone();
         if s.consumed > 0 {
-            cpu_from.get_or_insert_with(cpu_seconds);
+            from.get_or_insert_with(|| (cpu_seconds(), Snapshot::take(), idle_seconds()));
         }
         if s.consumed >= events as u64 {
-            let cpu = cpu_seconds() - cpu_from.unwrap_or_default();
-            break (s.first_consumed_at.map_or(0.0, |t| t.elapsed().as_secs_f64()), cpu);
+            let (cpu, threads, idle) = from.unwrap_or_default();
+            let seconds = match (s.first_consumed_at, s.last_consumed_at) {
+                (Some(first), Some(last)) => (last - first).as_secs_f64(),
+                _ => 0.0,
+            };
+            break Read {
+                seconds,
+                cpu: cpu_seconds() - cpu,
+                threads: Snapshot::take().since(&threads),
+                idle_cores: (idle_seconds() - idle) / seconds.max(1e-3),
+            };
         }
         anyhow::ensure!(!running.is_finished() && Instant::now() < deadline, "vigil did not read the stream: {s:?}");
         let _ = tokio::time::timeout(Duration::from_millis(5), status.changed()).await;
     };
     let _ = stop.send(true);
     running.await??;
-    let (second, second_cpu) = bare_read(&config, events)?;
-    let bare = (first + second) / 2.0;
-    // A few batches' worth is read in about one fetch: no rate to speak of.
-    anyhow::ensure!(
-        bare.min(vigil) >= 0.2,
-        "{events} events were read in {bare:.3} s (bare) and {vigil:.3} s (vigil), too fast to time; \
-         use --e2e-events of 200000 or more"
-    );
-    Ok(E2eRun {
-        events,
-        bare_seconds: [first, second],
-        bare_events_per_s: events as f64 / bare,
-        vigil_seconds: vigil,
-        vigil_events_per_s: events as f64 / vigil,
-        ratio: bare / vigil,
-        bare_cpu_s_per_million: (first_cpu + second_cpu) / 2.0 * 1e6 / events as f64,
-        vigil_cpu_s_per_million: vigil_cpu * 1e6 / events as f64,
-    })
+    Ok(read)
 }
 
 /// CPU seconds (user and system) of this process so far.
@@ -170,7 +233,7 @@ fn cpu_seconds() -> f64 {
 /// Reads every partition of the input topics from the beginning until
 /// `events` messages arrived; seconds from the first to the last, and the
 /// process's CPU seconds meanwhile.
-fn bare_read(config: &Config, events: usize) -> anyhow::Result<(f64, f64)> {
+fn bare_read(config: &Config, events: usize) -> anyhow::Result<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", format!("{}-bare-{}", config.group_id, wall_ms()))
@@ -186,7 +249,7 @@ fn bare_read(config: &Config, events: usize) -> anyhow::Result<(f64, f64)> {
         }
     }
     consumer.assign(&list)?;
-    let (mut read, mut bytes, mut started, mut cpu_from) = (0usize, 0usize, None, 0.0);
+    let (mut read, mut bytes, mut started, mut from) = (0usize, 0usize, None, (0.0, Snapshot::default(), 0.0));
     let deadline = Instant::now() + Duration::from_secs(600);
     while read < events {
         anyhow::ensure!(Instant::now() < deadline, "the bare consumer read {read} of {events} messages");
@@ -194,14 +257,20 @@ fn bare_read(config: &Config, events: usize) -> anyhow::Result<(f64, f64)> {
             let m = m?;
             if started.is_none() {
                 started = Some(Instant::now());
-                cpu_from = cpu_seconds();
+                from = (cpu_seconds(), Snapshot::take(), idle_seconds());
             }
             bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
             read += 1;
         }
     }
     std::hint::black_box(bytes);
-    Ok((started.map_or(0.0, |t| t.elapsed().as_secs_f64()), cpu_seconds() - cpu_from))
+    let seconds = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    Ok(Read {
+        seconds,
+        cpu: cpu_seconds() - from.0,
+        threads: Snapshot::take().since(&from.1),
+        idle_cores: (idle_seconds() - from.2) / seconds.max(1e-3),
+    })
 }
 
 /// A pipeline started on `config` in this process, calling `on_violation`

@@ -11,6 +11,7 @@ mod chart;
 mod child;
 pub mod core;
 pub mod soak;
+mod threads;
 
 use std::path::PathBuf;
 
@@ -119,6 +120,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                     "bench:   bare consumer {:.0} events/s, vigil {:.0} events/s; CPU seconds per million events: bare {:.2}, vigil {:.2}",
                     e2e.bare_events_per_s, e2e.vigil_events_per_s, e2e.bare_cpu_s_per_million, e2e.vigil_cpu_s_per_million
                 );
+                let by_thread = |threads: &[(String, f64)]| {
+                    threads.iter().map(|(name, s)| format!("{name} {s:.2}")).collect::<Vec<_>>().join(", ")
+                };
+                eprintln!("bench:   CPU seconds by thread, last bare read: {}", by_thread(&e2e.bare_cpu_by_thread));
+                eprintln!("bench:   CPU seconds by thread, last vigil read: {}", by_thread(&e2e.vigil_cpu_by_thread));
                 Some(e2e)
             }
             Err(e) => {
