@@ -4,11 +4,11 @@
 //! After a restart the pipeline replays from its committed offsets and
 //! decides again the triggers at or above the committed floors it had
 //! decided (and published) after its last commit; after a rebalance the new
-//! owner of a partition does the same. The
-//! ids are deterministic, so the violations topic itself says what has been
-//! published: before deciding anything at start-up, and whenever partitions
-//! are newly assigned, the pipeline reads the topic on from where it last
-//! stopped, and it publishes no id that is already there. A violation
+//! owner of a partition does the same. The ids are deterministic, so the
+//! violations topic itself says what has been published: before deciding
+//! anything at start-up, and whenever partitions are newly assigned, the
+//! pipeline reads the topic on from where it last stopped, and it publishes
+//! no id that is already there. A violation
 //! published once stays published once, with the content it first had.
 //!
 //! A rebalance revokes a partition from its old owner (which drops that
