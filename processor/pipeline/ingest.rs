@@ -97,8 +97,12 @@ impl Pipeline {
         self.metrics.events_ignored.with_label_values(&[topic.name()]).inc_by(decoded.ignored as u64);
         self.status.consumed += of_topic.len() as u64;
 
-        for m in of_topic {
-            self.next_offsets.insert((topic, m.partition), m.offset + 1);
+        // Messages come in runs of one partition, in offset order: the last
+        // of each run is the partition's next offset so far.
+        for (i, m) in of_topic.iter().enumerate() {
+            if of_topic.get(i + 1).is_none_or(|next| next.partition != m.partition) {
+                self.next_offsets.insert((topic, m.partition), m.offset + 1);
+            }
         }
         for reject in decoded.rejects {
             if topic == Topic::Access && !self.owned_change.contains(&reject.partition) {
