@@ -96,7 +96,6 @@ impl Pipeline {
         self.metrics.events_consumed.with_label_values(&[topic.name()]).inc_by(of_topic.len() as u64);
         self.metrics.events_ignored.with_label_values(&[topic.name()]).inc_by(decoded.ignored as u64);
         self.status.consumed += of_topic.len() as u64;
-
         // Messages come in runs of one partition, in offset order: the last
         // of each run is the partition's next offset so far.
         for (i, m) in of_topic.iter().enumerate() {

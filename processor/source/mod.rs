@@ -52,6 +52,11 @@ pub struct InMessage {
     pub headers: Headers,
 }
 
+/// Which of Vigil's input topics `name` is, given their configured names.
+fn topic_named(topics: &[String; 4], name: &str) -> Option<Topic> {
+    Topic::ALL.into_iter().find(|t| topics[t.index()] == name)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
@@ -184,7 +189,7 @@ impl Source {
     }
 
     fn topic_of(&self, name: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| self.topics[t.index()] == name)
+        topic_named(&self.topics, name)
     }
 
     /// Receives about `max` messages from both consumers (the reader

@@ -23,7 +23,7 @@ use rdkafka::TopicPartitionList;
 
 use super::context::{ReaderContext, SourceContext};
 use super::queues::{ConsumerQueue, Fetched, PartitionQueue};
-use super::InMessage;
+use super::{topic_named, InMessage};
 use crate::schema::Topic;
 
 /// What the reader thread hands over, in the order it happened.
@@ -236,7 +236,7 @@ impl Thread {
         &self,
         consumer: &BaseConsumer<SourceContext>,
     ) -> Result<Vec<(crate::time::TopicPartition, i64)>, Closed> {
-        let topic_of = |name: &str| Topic::ALL.into_iter().find(|t| self.topics[t.index()] == name);
+        let topic_of = |name: &str| topic_named(&self.topics, name);
         loop {
             let asked = consumer.assignment().and_then(|list| consumer.committed_offsets(list, FLOORS_TIMEOUT));
             match asked {
@@ -264,7 +264,7 @@ impl Thread {
     fn split_assigned(&mut self, consumer: &BaseConsumer<SourceContext>) {
         let Ok(assignment) = consumer.assignment() else { return };
         for e in assignment.elements() {
-            let Some(topic) = Topic::ALL.into_iter().find(|t| self.topics[t.index()] == e.topic()) else { continue };
+            let Some(topic) = topic_named(&self.topics, e.topic()) else { continue };
             if self.queues.iter().any(|q| q.topic == topic && q.partition == e.partition()) {
                 continue;
             }
@@ -343,7 +343,7 @@ impl Gathered {
     /// Keeps `m` unless its topic is not one Vigil reads.
     fn push(&mut self, topics: &[String; 4], m: &impl Message) {
         let name = m.topic();
-        let Some(topic) = Topic::ALL.into_iter().find(|t| topics[t.index()] == name) else { return };
+        let Some(topic) = topic_named(topics, name) else { return };
         let headers = m
             .headers()
             .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
