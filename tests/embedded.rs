@@ -2,12 +2,13 @@
 //! what it is given, past the 5 MiB a partition librdkafka's mock cluster
 //! kept, and runs a consumer group's rebalances.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use vigil::embedded::{produce_all, read_all, EmbeddedBroker, Record};
+use vigil::embedded::{produce_all, read_all, read_each, EmbeddedBroker, Record};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_keeps_every_record_in_order_past_the_mock_clusters_cap() {
@@ -33,6 +34,49 @@ async fn a_partition_keeps_every_record_in_order_past_the_mock_clusters_cap() {
         assert_eq!(r.offset, i as i64);
         assert_eq!(r.payload.as_deref(), Some(records[i].payload.as_slice()), "offset {i}");
     }
+}
+
+/// A read back that stops early keeps what it read, and a read on from the
+/// next offsets of those records goes on from there: every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_stops_goes_on_where_it_stopped() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("outputs", 3).unwrap();
+    let records: Vec<Record> = (0..3_000)
+        .map(|i| Record { topic: "outputs".into(), key: format!("k{i}"), payload: vec![1; 64], headers: Vec::new() })
+        .collect();
+    produce_all(&broker.bootstrap_servers(), &records).await.unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    let (reads, seen) = tokio::task::spawn_blocking(move || {
+        let (mut next, mut seen, mut reads) = (BTreeMap::<i32, i64>::new(), Vec::new(), 0);
+        loop {
+            reads += 1;
+            assert!(reads < 100, "no end after {reads} reads");
+            let mut this = 0;
+            let (props, from) = (BTreeMap::new(), next.clone());
+            let end = read_each(&bootstrap, &props, "outputs", &from, Duration::from_secs(30), |m| {
+                use rdkafka::Message;
+                seen.push((m.partition(), m.offset()));
+                next.insert(m.partition(), m.offset() + 1);
+                this += 1;
+                if this == 700 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+            if end {
+                return (reads, seen);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(reads >= 5, "{reads} reads of 3,000 records at 700 a read");
+    let unique: BTreeSet<(i32, i64)> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "a record read twice");
+    assert_eq!(seen.len(), records.len());
 }
 
 fn member(bootstrap: &str) -> BaseConsumer {

@@ -225,6 +225,9 @@ async fn run_soak(args: &BenchArgs, duration: std::time::Duration) -> anyhow::Re
     let vigil = anyhow::Context::context(std::env::current_exe(), "where this vigil binary is")?;
     let run = soak::soak(&vigil, &broker, duration, args.rate, args.seed, &args.soak_csv).await?;
     let spread = run.rss_after_warmup.as_ref().map(|s| s.spread_pct);
+    if let Some(e) = &run.restart_error {
+        eprintln!("soak: the restart after the crash failed: {e}");
+    }
     let targets = [
         Target {
             name: "soak_rss_spread_pct_after_warmup",
@@ -240,12 +243,13 @@ async fn run_soak(args: &BenchArgs, duration: std::time::Duration) -> anyhow::Re
         },
     ];
     println!(
-        "soak: broker={} seconds={:.0} events={} rss_spread_pct={} restart_replayed={} missing={} unexpected={} duplicates={}",
+        "soak: broker={} seconds={:.0} events={} rss_spread_pct={} restart_replayed={} restart_caught_up_s={} missing={} unexpected={} duplicates={}",
         broker.label,
         run.seconds,
         run.events,
         spread.map_or("none".into(), |s| format!("{s:.1}")),
-        run.restart.replayed,
+        run.restart.as_ref().map_or("none".into(), |r| r.replayed.to_string()),
+        run.restart.as_ref().map_or("none".into(), |r| format!("{:.1}", r.seconds_to_caught_up)),
         run.missing,
         run.unexpected,
         run.duplicates

@@ -11,6 +11,7 @@
 //! long-running deployment lives in.
 
 use std::collections::HashSet;
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,8 +90,10 @@ pub struct SoakRun {
     pub exact: bool,
     /// A few of the missing and unexpected violation ids.
     pub examples: Vec<String>,
-    /// The crash (kill -9) and restart after the stream.
-    pub restart: Restart,
+    /// The crash (kill -9) and restart after the stream, or why it failed
+    /// (which makes the run inexact).
+    pub restart: Option<Restart>,
+    pub restart_error: Option<String>,
     pub samples: Vec<Sample>,
 }
 
@@ -161,6 +164,8 @@ pub async fn soak(
     let mut child = Child::start(vigil, &config, "1d", dir, "soak-vigil")?;
     let found = Violations::read(&broker.bootstrap, &config.violations_topic)?;
 
+    // Written as the samples are taken, so a run that fails keeps them.
+    let mut csv_file = CsvFile::create(csv)?;
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut last = super::child::Scrape::default();
@@ -185,6 +190,7 @@ pub async fn soak(
             s.violations,
             s.held_ids
         );
+        csv_file.row(&s);
         samples.push(s);
         last.clone()
     };
@@ -223,7 +229,7 @@ pub async fn soak(
     // though it has forgotten the ids no replay can decide (see
     // `published`).
     child.kill();
-    let restart = restart(vigil, &config, dir).await?;
+    let restarted = restart(vigil, &config, dir).await;
 
     let seen = found.finish()?;
     let missing = expected.iter().filter(|id| !seen.contains_key(id)).count();
@@ -246,12 +252,12 @@ pub async fn soak(
         missing,
         unexpected,
         duplicates,
-        exact: missing == 0 && unexpected == 0 && duplicates == 0,
-        restart,
+        exact: missing == 0 && unexpected == 0 && duplicates == 0 && restarted.is_ok(),
+        restart_error: restarted.as_ref().err().map(|e| format!("{e:#}")),
+        restart: restarted.ok(),
         examples,
         samples,
     };
-    write_csv(csv, &run.samples)?;
     let chart = csv.with_extension("svg");
     std::fs::write(&chart, super::chart::svg(&run)).map_err(|e| anyhow::anyhow!("{}: {e}", chart.display()))?;
     Ok(run)
@@ -318,14 +324,31 @@ fn generated_day(
     Ok((records, truth.violations.into_iter().map(|v| v.id).collect()))
 }
 
-fn write_csv(path: &Path, samples: &[Sample]) -> anyhow::Result<()> {
-    let mut text = String::from("seconds,rss_bytes,heap_bytes,produced,consumed,violations,held_ids\n");
-    for s in samples {
+/// The samples' CSV, a row appended (and flushed) per sample.
+struct CsvFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl CsvFile {
+    fn create(path: &Path) -> anyhow::Result<CsvFile> {
+        let mut file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        writeln!(file, "seconds,rss_bytes,heap_bytes,produced,consumed,violations,held_ids")?;
+        Ok(CsvFile { path: path.to_path_buf(), file: Some(file) })
+    }
+
+    /// Appends `s`; a write that fails is said once and stops the CSV, not
+    /// the soak.
+    fn row(&mut self, s: &Sample) {
+        let Some(file) = &mut self.file else { return };
         let heap = s.heap_bytes.map_or(String::new(), |h| h.to_string());
-        text += &format!(
-            "{:.1},{},{heap},{},{},{},{}\n",
+        let line = format!(
+            "{:.1},{},{heap},{},{},{},{}",
             s.seconds, s.rss_bytes, s.produced, s.consumed, s.violations, s.held_ids
         );
+        if let Err(e) = writeln!(file, "{line}") {
+            eprintln!("soak: {}: {e}; no more samples are written to it", self.path.display());
+            self.file = None;
+        }
     }
-    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -18,13 +18,14 @@ mod log;
 mod server;
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -204,6 +205,22 @@ pub struct ReadRecord {
     pub timestamp_ms: Option<i64>,
 }
 
+impl ReadRecord {
+    fn of(m: &BorrowedMessage<'_>) -> ReadRecord {
+        let headers = m.headers().map(|h| {
+            h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+        });
+        ReadRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis(),
+            headers: headers.map(Iterator::collect).unwrap_or_default(),
+        }
+    }
+}
+
 /// A client context for the reader: partition EOF is how it knows it is
 /// done, not an error worth a log line.
 struct ReaderContext;
@@ -239,17 +256,44 @@ pub fn read_from(
     from: &BTreeMap<i32, i64>,
     timeout: Duration,
 ) -> anyhow::Result<Vec<ReadRecord>> {
+    let mut out = Vec::new();
+    let end = read_each(bootstrap, properties, topic, from, timeout, |m| {
+        out.push(ReadRecord::of(m));
+        ControlFlow::Continue(())
+    })?;
+    anyhow::ensure!(end, "{topic}: not read to its end within {timeout:?}");
+    Ok(out)
+}
+
+/// Hands `each` every record of `topic` from the offsets in `from` (or the
+/// beginning) to the end the topic had when asked, in offset order per
+/// partition, without copying them. Returns whether it got to the end
+/// within `budget` (and before `each` said stop); when it did not, what
+/// `each` was handed stands, and a read on from the next offsets of those
+/// records goes on where this one stopped.
+/// Blocking: call it off the async runtime's worker threads.
+pub fn read_each(
+    bootstrap: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+    budget: Duration,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> ControlFlow<()>,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + budget;
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "vigil-reader")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        // A read back is a bulk read: large fetches, few round trips.
+        .set("max.partition.fetch.bytes", "8388608");
     for (k, v) in properties {
         client.set(k, v);
     }
     let consumer: BaseConsumer<ReaderContext> = client.create_with_context(ReaderContext)?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let metadata = consumer.fetch_metadata(Some(topic), budget)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     // Partitions already read to their end are not fetched: a fetch of
     // one waits out `fetch.wait.max.ms` for records that do not come, and
@@ -257,7 +301,7 @@ pub fn read_from(
     let mut at_end = HashSet::new();
     let mut list = TopicPartitionList::new();
     for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+        let (low, high) = consumer.fetch_watermarks(topic, *p, budget)?;
         if high <= from.get(p).copied().unwrap_or(low) {
             at_end.insert(*p);
             continue;
@@ -266,33 +310,19 @@ pub fn read_from(
         list.add_partition_offset(topic, *p, offset)?;
     }
     if at_end.len() == partitions.len() {
-        return Ok(Vec::new());
+        return Ok(true);
     }
     consumer.assign(&list)?;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + timeout;
     while at_end.len() < partitions.len() {
         if Instant::now() > deadline {
-            anyhow::bail!("{topic}: not read to its end within {timeout:?}");
+            return Ok(false);
         }
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(ReadRecord {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec),
-                timestamp_ms: m.timestamp().to_millis(),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            Some(Ok(m)) => {
+                if each(&m).is_break() {
+                    return Ok(false);
+                }
+            }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
@@ -300,5 +330,5 @@ pub fn read_from(
             None => {}
         }
     }
-    Ok(out)
+    Ok(true)
 }

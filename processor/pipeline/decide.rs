@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use super::{observe, wall_ms, Bounds, Pipeline, CATCH_UP_TIMEOUT};
 use crate::controls::{Amendment, Evaluation, Running};
+use crate::published::CatchUp;
 use crate::schema::Topic;
 use crate::violation::Violation;
 
@@ -60,10 +61,18 @@ impl Pipeline {
         }
         if self.catch_up.is_some_and(|at| now >= at) && watermark.is_some() {
             match self.published.catch_up(CATCH_UP_TIMEOUT).await {
-                Ok(read) => {
-                    tracing::info!(read, known = self.published.len(), "read the violations topic on");
+                Ok(CatchUp { read, done: true }) => {
+                    tracing::info!(read, known = self.published.len(), "read the output topics on");
                     self.catch_up = None;
                     self.alert_earlier();
+                }
+                Ok(CatchUp { read, done: false }) => {
+                    // What was read stands; the next tick reads on from it.
+                    tracing::info!(
+                        read,
+                        known = self.published.len(),
+                        "reading the output topics on; deciding nothing until they are read"
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the violations topic yet; deciding nothing until it can be read")

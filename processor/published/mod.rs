@@ -36,10 +36,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
-use crate::embedded::{read_from, ReadRecord};
+use crate::embedded::read_each;
 use crate::schema::Topic;
 use held::Held;
 pub use held::{Bound, BOUND_HEADER};
@@ -130,53 +131,78 @@ impl Published {
         last
     }
 
-    /// Reads the violations and dead-letter topics on to their current
-    /// ends; returns how many records were read.
-    pub async fn catch_up(&mut self, timeout: Duration) -> anyhow::Result<usize> {
-        let records = self.read_on(&self.topic.clone(), self.next.clone(), timeout).await?;
+    /// Reads the violations, dead-letter and evidence topics on towards
+    /// their current ends for at most `budget`. What was read stands: when
+    /// the budget ends first, the next call goes on from there.
+    pub async fn catch_up(&mut self, budget: Duration) -> anyhow::Result<CatchUp> {
+        let deadline = Instant::now() + budget;
         let since = self.alert_window_ms.map(|w| crate::pipeline::wall_ms() - w);
-        let mut bounds = Bounds::default();
-        for r in records.iter() {
-            if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
-                let retraction = r.headers.iter().any(|(k, v)| k == "vigil.status" && v == "retracted");
-                if retraction {
-                    self.retracted.insert(id);
+        let mut read = 0;
+        for output in [Output::Violations { since }, Output::DeadLetters, Output::Evidence] {
+            let (topic, from) = match output {
+                Output::Violations { .. } => (self.topic.clone(), self.next.clone()),
+                Output::DeadLetters => (self.dead_letter_topic.clone(), self.dead_next.clone()),
+                Output::Evidence => (self.evidence_topic.clone(), self.evidence_next.clone()),
+            };
+            let (bootstrap, properties) = (self.bootstrap.clone(), self.properties.clone());
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Records are handed over in batches as they are read, so a
+            // long topic costs neither a copy of itself nor lost progress.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Seen>>(4);
+            let reading = tokio::task::spawn_blocking(move || {
+                let mut bounds = Bounds::default();
+                let mut batch = Vec::with_capacity(SEEN_BATCH);
+                let end = read_each(&bootstrap, &properties, &topic, &from, left, |m| {
+                    batch.push(Seen::of(output, m, &mut bounds));
+                    if batch.len() == SEEN_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(SEEN_BATCH));
+                        // Only fails when catch-up itself was dropped.
+                        let _ = tx.blocking_send(full);
+                    }
+                    std::ops::ControlFlow::Continue(())
+                });
+                if !batch.is_empty() {
+                    let _ = tx.blocking_send(batch);
                 }
-                self.ids.insert(id, bounds.of(r).as_ref());
-                let recent = since.is_some_and(|since| r.timestamp_ms.is_some_and(|t| t >= since));
-                if let (true, Some(payload)) = (recent, &r.payload) {
-                    self.earlier.push(EarlierViolation { payload: payload.clone(), retraction, id });
+                end
+            });
+            while let Some(batch) = rx.recv().await {
+                read += batch.len();
+                for seen in batch {
+                    self.keep(output, seen);
                 }
             }
-            advance(&mut self.next, r);
-        }
-        let dead = self.read_on(&self.dead_letter_topic.clone(), self.dead_next.clone(), timeout).await?;
-        for r in &dead {
-            let header = |k: &str| r.headers.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-            let source = header("vigil.source.topic").map(str::to_string);
-            let partition = header("vigil.source.partition").and_then(|p| p.parse().ok());
-            let offset = header("vigil.source.offset").and_then(|o| o.parse().ok());
-            if let (Some(source), Some(partition), Some(offset)) = (source, partition, offset) {
-                self.dead_lettered(&source, partition, offset);
+            if !reading.await?? {
+                return Ok(CatchUp { read, done: false });
             }
-            advance(&mut self.dead_next, r);
         }
-        // Evidence: its ids are not published twice, and each partition's
-        // chain continues from its last record.
-        let evidence = self.read_on(&self.evidence_topic.clone(), self.evidence_next.clone(), timeout).await?;
-        for r in &evidence {
-            if let Some(id) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(key) {
-                self.ids.insert(id, bounds.of(r).as_ref());
+        Ok(CatchUp { read, done: true })
+    }
+
+    /// Holds what one record read back says was published.
+    fn keep(&mut self, output: Output, seen: Seen) {
+        let next = match output {
+            Output::Violations { .. } => &mut self.next,
+            Output::DeadLetters => &mut self.dead_next,
+            Output::Evidence => &mut self.evidence_next,
+        };
+        let n = next.entry(seen.partition).or_insert(0);
+        *n = (*n).max(seen.offset + 1);
+        if let Some(id) = seen.id {
+            if seen.retraction {
+                self.retracted.insert(id);
             }
-            let header = |k: &str| r.headers.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-            if let (Some(sequence), Some(hash)) =
-                (header("vigil.sequence").and_then(|s| s.parse().ok()), header("vigil.hash"))
-            {
-                self.evidence_tails.insert(r.partition, (sequence, hash));
+            self.ids.insert(id, seen.bound.as_ref());
+            if let Some(payload) = seen.recent {
+                self.earlier.push(EarlierViolation { payload, retraction: seen.retraction, id });
             }
-            advance(&mut self.evidence_next, r);
         }
-        Ok(records.len() + dead.len() + evidence.len())
+        if let Some(link) = seen.link {
+            self.evidence_tails.insert(seen.partition, link);
+        }
+        if let Some((topic, partition, offset)) = seen.source {
+            self.dead_lettered(&topic, partition, offset);
+        }
     }
 
     /// The last evidence record of `partition`: its sequence and hash.
@@ -186,16 +212,6 @@ impl Published {
 
     pub fn set_evidence_tail(&mut self, partition: i32, sequence: i64, hash: String) {
         self.evidence_tails.insert(partition, (sequence, hash));
-    }
-
-    async fn read_on(
-        &self,
-        topic: &str,
-        from: BTreeMap<i32, i64>,
-        timeout: Duration,
-    ) -> anyhow::Result<Vec<ReadRecord>> {
-        let (bootstrap, properties, topic) = (self.bootstrap.clone(), self.properties.clone(), topic.to_string());
-        tokio::task::spawn_blocking(move || read_from(&bootstrap, &properties, &topic, &from, timeout)).await?
     }
 
     /// Whether the record at `topic/partition/offset` is already on the
@@ -301,8 +317,8 @@ struct Bounds {
 }
 
 impl Bounds {
-    fn of(&mut self, r: &ReadRecord) -> Option<Arc<Bound>> {
-        let text = r.headers.iter().find(|(k, _)| k == BOUND_HEADER).map(|(_, v)| v.as_str())?;
+    fn of(&mut self, text: Option<&str>) -> Option<Arc<Bound>> {
+        let text = text?;
         if let Some((last, bound)) = &self.last {
             if last == text {
                 return Some(bound.clone());
@@ -350,7 +366,85 @@ fn committed_floors(
     Ok(crate::source::floors::floors_of(&committed, change, access).into_iter().collect())
 }
 
-fn advance(next: &mut BTreeMap<i32, i64>, r: &ReadRecord) {
-    let n = next.entry(r.partition).or_insert(0);
-    *n = (*n).max(r.offset + 1);
+/// The three output topics read back, and what each says.
+#[derive(Clone, Copy)]
+enum Output {
+    /// With the start of the alert window, when alerts are on.
+    Violations {
+        since: Option<i64>,
+    },
+    DeadLetters,
+    Evidence,
+}
+
+/// How far a read back got: records read, and whether to the end.
+#[derive(Debug)]
+pub struct CatchUp {
+    pub read: usize,
+    pub done: bool,
+}
+
+const SEEN_BATCH: usize = 4096;
+
+/// What catch-up keeps of one record read back (never its payload, but
+/// for a violation that may still want its alert).
+struct Seen {
+    partition: i32,
+    offset: i64,
+    id: Option<u128>,
+    bound: Option<Arc<Bound>>,
+    retraction: bool,
+    recent: Option<Vec<u8>>,
+    /// An evidence record's sequence and hash.
+    link: Option<(i64, String)>,
+    /// A dead letter's source topic, partition and offset.
+    source: Option<(String, i32, i64)>,
+}
+
+impl Seen {
+    fn of(output: Output, m: &BorrowedMessage<'_>, bounds: &mut Bounds) -> Seen {
+        let headers = m.headers();
+        let header = |name: &str| -> Option<&str> {
+            let h = headers?.iter().find(|h| h.key == name)?;
+            std::str::from_utf8(h.value?).ok()
+        };
+        let mut seen = Seen {
+            partition: m.partition(),
+            offset: m.offset(),
+            id: None,
+            bound: None,
+            retraction: false,
+            recent: None,
+            link: None,
+            source: None,
+        };
+        let id = || m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(key);
+        match output {
+            Output::Violations { since } => {
+                seen.id = id();
+                seen.retraction = header("vigil.status") == Some("retracted");
+                let recent = since.is_some_and(|since| m.timestamp().to_millis().is_some_and(|t| t >= since));
+                seen.recent = if recent && seen.id.is_some() { m.payload().map(<[u8]>::to_vec) } else { None };
+            }
+            Output::DeadLetters => {
+                let partition = header("vigil.source.partition").and_then(|p| p.parse().ok());
+                let offset = header("vigil.source.offset").and_then(|o| o.parse().ok());
+                if let (Some(topic), Some(partition), Some(offset)) = (header("vigil.source.topic"), partition, offset)
+                {
+                    seen.source = Some((topic.to_string(), partition, offset));
+                }
+            }
+            Output::Evidence => {
+                seen.id = id();
+                let sequence = header("vigil.sequence").and_then(|s| s.parse().ok());
+                if let (Some(sequence), Some(hash)) = (sequence, header("vigil.hash")) {
+                    seen.link = Some((sequence, hash.to_string()));
+                }
+            }
+        }
+        if seen.id.is_some() {
+            seen.bound = bounds.of(header(BOUND_HEADER));
+        }
+        seen
+    }
 }
