@@ -318,11 +318,8 @@ pub fn read_each(
             return Ok(false);
         }
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                if each(&m).is_break() {
-                    return Ok(false);
-                }
-            }
+            Some(Ok(m)) if each(&m).is_break() => return Ok(false),
+            Some(Ok(_)) => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
