@@ -114,6 +114,72 @@ fn a_servicenow_change_request_yields_its_approval_and_window() {
     assert_eq!(events[0]["action"], "cancelled");
 }
 
+/// The Table API with `sysparm_display_value=all`: every field a
+/// `{display_value, value}` pair, references with their link, in a `result`
+/// envelope; an empty `business_service` does not hide a filled `cmdb_ci`.
+#[test]
+fn a_servicenow_table_api_record_reads_values_and_names_and_skips_empty_references() {
+    let (code, events, stderr) = decode("servicenow", "change", "tests/payloads/servicenow-table-api-display-all.json");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!((e["change_id"].as_str(), e["action"].as_str()), (Some("CHG0030002"), Some("approved")));
+    assert_eq!(e["change_type"], "emergency", "the choice's value, not its display");
+    assert_eq!(e["service"], "payments", "cmdb_ci's name, business_service being empty");
+    assert_eq!(e["requester"], "alice@acme.example", "a reference by its display value, not its sys_id");
+    assert_eq!(e["actor"], "maria@acme.example");
+    assert_eq!(e["event_time"], "2026-11-20T09:30:00Z", "dates by their UTC value, not the user's display");
+    assert_eq!(e["window_start"], "2026-11-20T10:00:00Z");
+    assert_eq!(e["event_id"], "servicenow:c83c5e5347c12200e0ef563dbb9a7190:9");
+    // The same through --format auto.
+    let (code, auto, stderr) = decode("auto", "change", "tests/payloads/servicenow-table-api-display-all.json");
+    assert_eq!((code, &auto), (Some(0), &events), "{stderr}");
+}
+
+/// A Table API list: one change event per record, each by its own fields.
+#[test]
+fn a_servicenow_table_api_list_yields_one_event_per_record() {
+    let (code, events, stderr) = decode("auto", "change", "tests/payloads/servicenow-table-api-list.json");
+    assert_eq!(code, Some(0), "{stderr}");
+    let got: Vec<_> =
+        events.iter().map(|e| (e["change_id"].as_str(), e["action"].as_str(), e["service"].as_str())).collect();
+    assert_eq!(
+        got,
+        [(Some("CHG0000024"), Some("created"), Some("payments")), (Some("CHG0000025"), Some("closed"), Some("ledger"))]
+    );
+    assert!(events[0].get("window_start").is_none(), "an empty date is no window");
+}
+
+/// Shapes that cannot say what Vigil needs are refused with what to ask
+/// for instead: a reference sent as a bare sys_id link, and dates sent
+/// only as display values (in the asking user's time zone).
+#[test]
+fn a_servicenow_record_without_names_or_utc_dates_is_refused_saying_how_to_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("tests/payloads/servicenow-table-api-display-all.json").unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    let record = &mut v["result"];
+    record["cmdb_ci"].as_object_mut().unwrap().remove("display_value");
+    let unnamed = dir.path().join("unnamed.json");
+    std::fs::write(&unnamed, v.to_string()).unwrap();
+    let (code, _, stderr) = decode("servicenow", "change", unnamed.to_str().unwrap());
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("cmdb_ci") && stderr.contains("sysparm_display_value=all"), "{stderr}");
+
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    let record = v["result"].as_object_mut().unwrap();
+    for (_, field) in record.iter_mut() {
+        if let Some(o) = field.as_object_mut() {
+            o.remove("value");
+        }
+    }
+    let display = dir.path().join("display.json");
+    std::fs::write(&display, v.to_string()).unwrap();
+    let (code, _, stderr) = decode("servicenow", "change", display.to_str().unwrap());
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("time zone"), "{stderr}");
+}
+
 #[test]
 fn a_jira_status_transition_yields_the_change_action_and_approver() {
     let (code, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");

@@ -116,7 +116,7 @@ pub fn detect(payload: Payload<'_>) -> Option<NativeFormat> {
         Some(NativeFormat::Github)
     } else if text_is("webhookEvent", &|e| e.starts_with("jira:")) {
         Some(NativeFormat::Jira)
-    } else if has("sys_id") && has("number") {
+    } else if ["", "result.", "result.0."].iter().any(|r| has(&format!("{r}sys_id")) && has(&format!("{r}number"))) {
         Some(NativeFormat::Servicenow)
     } else if has("uuid") && has("published") && has("eventType") {
         Some(NativeFormat::Okta)
