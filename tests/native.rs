@@ -180,6 +180,35 @@ fn a_servicenow_record_without_names_or_utc_dates_is_refused_saying_how_to_ask()
     assert!(stderr.contains("time zone"), "{stderr}");
 }
 
+/// `vigil decode --config` holds payloads to the config's `[decode]`
+/// bounds, as `vigil run` does: an event older than `max_event_age` and a
+/// payload over `max_message_bytes` are refused, naming the setting.
+#[test]
+fn decode_honours_the_decode_bounds_of_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = std::fs::read_to_string("tests/payloads/native.toml").unwrap();
+    let file = "tests/payloads/servicenow-change-approved.json";
+    let config = |decode: &str| {
+        let path = dir.path().join(format!("vigil-{}.toml", decode.len()));
+        std::fs::write(&path, format!("{native}\n[decode]\n{decode}\n")).unwrap();
+        path
+    };
+    let run = |config: &std::path::Path| {
+        let out = Command::new(VIGIL)
+            .args(["decode", "--config", config.to_str().unwrap(), "--format", "servicenow", "--topic", "change", file])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The payload's event is from 2026-11-20; ten years of age pass it.
+    assert_eq!(run(&config("max_event_age = \"3650d\"")).0, Some(0));
+    let (code, stderr) = run(&config("max_event_age = \"1h\""));
+    assert_ne!(code, Some(0), "an event older than max_event_age passed: {stderr}");
+    let (code, stderr) = run(&config("max_message_bytes = 100"));
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("max_message_bytes"), "{stderr}");
+}
+
 #[test]
 fn a_jira_status_transition_yields_the_change_action_and_approver() {
     let (code, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");

@@ -464,14 +464,19 @@ fn decode(
     config: Option<PathBuf>,
     files: &[PathBuf],
 ) -> anyhow::Result<i32> {
-    let native = match config {
-        Some(path) => Config::load(&path).map_err(anyhow::Error::msg)?.native.as_ref().clone(),
-        None => crate::native::NativeConfig::default(),
+    // The same [native] mapping and [decode] bounds `vigil run` applies.
+    let (native, limits) = match config {
+        Some(path) => {
+            let config = Config::load(&path).map_err(anyhow::Error::msg)?;
+            let limits = crate::decode::Limits { time: config.time_bounds, max_bytes: config.max_message_bytes };
+            (config.native.as_ref().clone(), limits)
+        }
+        None => (crate::native::NativeConfig::default(), crate::decode::Limits::default()),
     };
     let mut failed = 0;
     for file in files {
         let payload = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        match crate::native::decode_payload(format, topic, &payload, headers, &native) {
+        match crate::native::decode_payload(format, topic, &payload, headers, &native, &limits) {
             Ok(lines) if lines.is_empty() => {
                 eprintln!("{}: nothing Vigil uses (a valid payload that maps to no {topic} event)", file.display())
             }

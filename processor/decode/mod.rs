@@ -178,6 +178,19 @@ impl Default for TimeBounds {
     }
 }
 
+/// The `[decode]` bounds a payload is held to.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub time: TimeBounds,
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { time: TimeBounds::default(), max_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+}
+
 /// Decodes one topic's payloads.
 pub struct Decoder {
     schema: Arc<EventSchema>,

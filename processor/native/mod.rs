@@ -130,23 +130,23 @@ pub fn detect(payload: Payload<'_>) -> Option<NativeFormat> {
 }
 
 /// What `vigil decode` reports for one payload: the canonical events as JSON
-/// lines, each checked by the canonical decoder, or why it cannot be read.
+/// lines, each checked by the canonical decoder within `limits` (the
+/// `[decode]` bounds `vigil run` applies), or why it cannot be read.
 pub fn decode_payload(
     format: crate::decode::Format,
     topic: Topic,
     payload: &[u8],
     headers: &[(String, Option<Vec<u8>>)],
     config: &NativeConfig,
+    limits: &crate::decode::Limits,
 ) -> Result<Vec<String>, String> {
     use crate::decode::Format;
+    if payload.len() > limits.max_bytes {
+        return Err(crate::decode::DecodeError::Oversize { size: payload.len(), max: limits.max_bytes }.to_string());
+    }
     let catalog = crate::schema::Catalog::builtin()?;
     let resolver = std::sync::Arc::new(crate::decode::SchemaResolver::new(None, None)?);
-    let decoder = crate::decode::Decoder::new(
-        catalog.event(topic).clone(),
-        resolver,
-        Format::Json,
-        crate::decode::TimeBounds::default(),
-    );
+    let decoder = crate::decode::Decoder::new(catalog.event(topic).clone(), resolver, Format::Json, limits.time);
     let value: Value = serde_json::from_slice(payload).map_err(|e| MapError::Json(e.to_string()).to_string())?;
     let parsed = Payload { value: &value, headers };
     let native = match format {
