@@ -324,6 +324,68 @@ fn a_binary_mode_cloudevent_takes_its_context_from_the_ce_headers() {
     assert_eq!((e["deploy_id"].as_str(), e["automated"].as_bool()), (Some("spin-4411"), Some(true)));
 }
 
+/// An Okta Event Hook delivery: every System Log event inside it is
+/// mapped (a login is not access; both grants are), in order, and
+/// `--format auto` tells the envelope for Okta.
+#[test]
+fn an_okta_event_hook_delivery_maps_every_event_inside_it() {
+    for format in ["okta", "auto"] {
+        let (code, events, stderr) = decode(format, "access", "tests/payloads/okta-event-hook.json");
+        assert_eq!(code, Some(0), "{format}: {stderr}");
+        let got: Vec<_> =
+            events.iter().map(|e| (e["principal"].as_str(), e["action"].as_str(), e["role"].as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some("carol@acme.example"), Some("granted"), Some("prod-deployers")),
+                (Some("dave@acme.example"), Some("elevated"), Some("prod-break-glass"))
+            ],
+            "{format}"
+        );
+    }
+    // A grant inside it that names no user refuses the delivery, saying which.
+    let dir = tempfile::tempdir().unwrap();
+    let mut hook: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/payloads/okta-event-hook.json").unwrap()).unwrap();
+    hook["data"]["events"][2]["target"].as_array_mut().unwrap().remove(0);
+    let broken = dir.path().join("hook.json");
+    std::fs::write(&broken, hook.to_string()).unwrap();
+    let (code, _, stderr) = decode("okta", "access", broken.to_str().unwrap());
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("data.events[2]"), "{stderr}");
+}
+
+/// `--format auto` sends what each tool sends to that tool's mapper: a Jira
+/// comment event is Jira's (and says nothing Vigil uses), and a Kubernetes
+/// audit line a shipper stripped of apiVersion and kind is still an audit
+/// event.
+#[test]
+fn auto_tells_jira_comments_and_bare_audit_lines_apart_from_canonical_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut comment: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/payloads/jira-issue-approved.json").unwrap()).unwrap();
+    comment["webhookEvent"] = "comment_created".into();
+    comment.as_object_mut().unwrap().remove("changelog");
+    comment["comment"] = serde_json::json!({"id": "10020", "body": "=HYPERLINK(\"x\")", "author": {"name": "eve"}});
+    let path = dir.path().join("comment.json");
+    std::fs::write(&path, comment.to_string()).unwrap();
+    let (code, events, stderr) = decode("auto", "change", path.to_str().unwrap());
+    assert_eq!((code, events.len()), (Some(0), 0), "{stderr}");
+    assert!(stderr.contains("nothing Vigil uses"), "{stderr}");
+
+    let (code, want, _) = decode("kubernetes-audit", "deploy", "tests/payloads/k8s-audit-deployment-patch.json");
+    assert_eq!((code, want.len()), (Some(0), 1));
+    let mut bare: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/payloads/k8s-audit-deployment-patch.json").unwrap())
+            .unwrap();
+    bare.as_object_mut().unwrap().remove("apiVersion");
+    bare.as_object_mut().unwrap().remove("kind");
+    let path = dir.path().join("bare-audit.json");
+    std::fs::write(&path, bare.to_string()).unwrap();
+    let (code, got, stderr) = decode("auto", "deploy", path.to_str().unwrap());
+    assert_eq!((code, &got), (Some(0), &want), "{stderr}");
+}
+
 #[test]
 fn okta_grants_are_production_access_only_for_the_configured_groups() {
     let e = one("access", "tests/payloads/okta-group-membership-add.json");

@@ -21,7 +21,8 @@ pub(super) fn map(topic: Topic, v: &Value, config: &KubernetesConfig) -> Result<
     if topic != Topic::Deploy {
         return Err(MapError::Unmappable(format!("Kubernetes audit events map onto the deploy topic, not {topic}")));
     }
-    let kind = text(v, "kind")?;
+    // A shipper may drop `kind` (and `apiVersion`) from each line.
+    let kind = opt_text(v, "kind").unwrap_or_else(|| "Event".into());
     if kind != "Event" {
         return Err(MapError::Unmappable(format!(
             "kind `{kind}` is not an audit Event (an EventList is split by the shipper)"

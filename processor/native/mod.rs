@@ -114,15 +114,24 @@ pub fn detect(payload: Payload<'_>) -> Option<NativeFormat> {
         Some(NativeFormat::Cdevents)
     } else if payload.header("x-github-event").is_some() || (has("repository") && has("sender")) {
         Some(NativeFormat::Github)
-    } else if text_is("webhookEvent", &|e| e.starts_with("jira:")) {
+    } else if text_is("webhookEvent", &|e| {
+        e.starts_with("jira:") || ["comment_", "issuelink_", "worklog_"].iter().any(|p| e.starts_with(p))
+    }) || (has("webhookEvent") && has("issue.key"))
+    {
+        // Every Jira webhook, comment and link events too (Jira ignores
+        // what is not a status change of an issue).
         Some(NativeFormat::Jira)
     } else if ["", "result.", "result.0."].iter().any(|r| has(&format!("{r}sys_id")) && has(&format!("{r}number"))) {
         Some(NativeFormat::Servicenow)
-    } else if has("uuid") && has("published") && has("eventType") {
+    } else if (has("uuid") && has("published") && has("eventType")) || text_is("eventType", &|t| t == okta::EVENT_HOOK)
+    {
         Some(NativeFormat::Okta)
     } else if text_is("source", &|s| s == argocd::SOURCE) {
         Some(NativeFormat::Argocd)
-    } else if text_is("apiVersion", &|a| a.starts_with("audit.k8s.io/")) {
+    } else if text_is("apiVersion", &|a| a.starts_with("audit.k8s.io/"))
+        || (has("auditID") && has("stage") && has("verb") && has("objectRef"))
+    {
+        // Shippers may drop the apiVersion and kind of each audit line.
         Some(NativeFormat::KubernetesAudit)
     } else {
         None

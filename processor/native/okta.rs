@@ -4,7 +4,9 @@
 //! elevated / revoked; an administrator role grant (when admin_privileges)
 //! is granted / revoked with the role `okta-admin: <roles>`. Anything else,
 //! and any event whose outcome is not SUCCESS, changed no production access.
-//! The grantee is the User target; the grantor, the actor.
+//! The grantee is the User target; the grantor, the actor. An Event Hook
+//! delivery (`com.okta.event_hook`) carries System Log events in
+//! `data.events`: each is mapped, so one payload may give several rows.
 
 use serde_json::{json, Value};
 
@@ -12,10 +14,32 @@ use super::config::OktaConfig;
 use super::{at, canonical, opt_text, text, Canonical, MapError};
 use crate::schema::Topic;
 
+/// The `eventType` of an Event Hook delivery, whose `data.events` are
+/// System Log events.
+pub(super) const EVENT_HOOK: &str = "com.okta.event_hook";
+
 pub(super) fn map(topic: Topic, v: &Value, config: &OktaConfig) -> Result<Vec<Canonical>, MapError> {
     if topic != Topic::Access {
         return Err(MapError::Unmappable(format!("Okta System Log events map onto the access topic, not {topic}")));
     }
+    if opt_text(v, "eventType").as_deref() != Some(EVENT_HOOK) {
+        return event(v, config);
+    }
+    // An Event Hook delivery: every event in it, in order. One that cannot
+    // be mapped refuses the delivery (dead-lettered whole, nothing lost).
+    let events = at(v, "data.events")
+        .and_then(Value::as_array)
+        .ok_or_else(|| MapError::Unmappable(format!("an {EVENT_HOOK} delivery without `data.events`")))?;
+    let mut out = Vec::new();
+    for (i, inner) in events.iter().enumerate() {
+        let mapped = event(inner, config).map_err(|e| MapError::Unmappable(format!("data.events[{i}]: {e}")))?;
+        out.extend(mapped);
+    }
+    Ok(out)
+}
+
+/// One System Log event.
+fn event(v: &Value, config: &OktaConfig) -> Result<Vec<Canonical>, MapError> {
     let event_type = text(v, "eventType")?;
     if opt_text(v, "outcome.result").is_some_and(|r| r != "SUCCESS") {
         return Ok(Vec::new());
