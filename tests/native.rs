@@ -245,6 +245,67 @@ fn one(topic: &str, file: &str) -> Value {
     events.into_iter().next().unwrap()
 }
 
+/// Rewrites a test payload with `edit` into `dir`; returns its path.
+fn edited(dir: &tempfile::TempDir, file: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    edit(&mut v);
+    let path = dir.path().join(std::path::Path::new(file).file_name().unwrap());
+    std::fs::write(&path, v.to_string()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Without the X-GitHub-Event header: a deployment status created by GitHub
+/// Actions carries the workflow run (and check run) behind it and is still
+/// a deploy; a push or issue event is GitHub's and says nothing Vigil uses;
+/// a workflow run with an empty name is classified by its workflow's path.
+#[test]
+fn github_payloads_without_their_event_header_are_told_by_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/payloads/github-workflow-run-completed.json").unwrap())
+            .unwrap();
+    let check: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/payloads/github-check-run-completed.json").unwrap())
+            .unwrap();
+    let (_, want, _) = decode("github", "deploy", "tests/payloads/github-deployment-status-success.json");
+    let by_actions = edited(&dir, "tests/payloads/github-deployment-status-success.json", |v| {
+        v["workflow_run"] = run["workflow_run"].clone();
+        v["workflow"] = run["workflow"].clone();
+        v["check_run"] = check["check_run"].clone();
+    });
+    for format in ["github", "auto"] {
+        let (code, got, stderr) = decode(format, "deploy", &by_actions);
+        assert_eq!((code, &got), (Some(0), &want), "{format}: {stderr}");
+    }
+
+    let push = dir.path().join("push.json");
+    std::fs::write(
+        &push,
+        serde_json::json!({
+            "ref": "refs/heads/main", "before": "0".repeat(40), "after": "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6",
+            "repository": run["repository"], "pusher": {"name": "alice-gh"}, "sender": run["sender"], "commits": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (code, events, stderr) = decode("github", "ci", push.to_str().unwrap());
+    assert_eq!((code, events.len()), (Some(0), 0), "{stderr}");
+    assert!(stderr.contains("nothing Vigil uses"), "{stderr}");
+    let not_github = dir.path().join("other.json");
+    std::fs::write(&not_github, r#"{"hello": "world"}"#).unwrap();
+    assert_ne!(decode("github", "ci", not_github.to_str().unwrap()).0, Some(0), "a non-GitHub payload is refused");
+
+    let unnamed = edited(&dir, "tests/payloads/github-workflow-run-completed.json", |v| {
+        v["workflow_run"]["name"] = "".into();
+        v["workflow_run"]["path"] = ".github/workflows/test.yml".into();
+        v["workflow"]["name"] = "".into();
+        v["workflow"]["path"] = ".github/workflows/test.yml".into();
+    });
+    let (code, events, stderr) = decode("github", "ci", &unnamed);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(events[0]["kind"], "test", "named by its path, which the test_names match");
+}
+
 #[test]
 fn github_runs_are_tests_builds_or_scans_by_their_names() {
     let e = one("ci", "tests/payloads/github-workflow-run-completed.json");

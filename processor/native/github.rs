@@ -26,6 +26,9 @@ const EVENTS: [(&str, Topic); 8] = [
 pub(super) fn map(topic: Topic, p: Payload<'_>, config: &GithubConfig) -> Result<Vec<Canonical>, MapError> {
     let v = p.value;
     let Some(event) = p.header("x-github-event").or_else(|| shape(v)) else {
+        if is_webhook(v) {
+            return Ok(Vec::new()); // push, issues, ping, …: valid, nothing Vigil uses
+        }
         let known = EVENTS.map(|(e, _)| e).join(", ");
         return Err(MapError::Unmappable(format!("not a GitHub webhook Vigil maps ({known})")));
     };
@@ -47,20 +50,31 @@ pub(super) fn map(topic: Topic, p: Payload<'_>, config: &GithubConfig) -> Result
 }
 
 /// The event a payload is, told by its shape (a payload read from a file
-/// has no X-GitHub-Event header).
+/// has no X-GitHub-Event header). Deployments come first: one created by
+/// GitHub Actions also carries the `workflow_run` and `workflow` (and may
+/// carry a `check_run`) that created it.
 fn shape(v: &Value) -> Option<&'static str> {
     let has = |key: &str| v.get(key).is_some();
     Some(match () {
+        _ if has("deployment_status") && has("deployment") => "deployment_status",
+        _ if has("deployment") => "deployment",
         _ if has("review") && has("pull_request") => "pull_request_review",
         _ if has("pull_request") => "pull_request",
         _ if has("alert") && has("commit_oid") => "code_scanning_alert",
         _ if has("workflow_run") => "workflow_run",
         _ if has("check_run") => "check_run",
         _ if has("check_suite") => "check_suite",
-        _ if has("deployment_status") => "deployment_status",
-        _ if has("deployment") => "deployment",
         _ => return None,
     })
+}
+
+/// Whether a payload of no event Vigil maps is still a GitHub webhook (a
+/// push, an issue, a ping, …): every one names its sender and what it
+/// happened in, or is the ping sent when a hook is made.
+fn is_webhook(v: &Value) -> bool {
+    let has = |key: &str| v.get(key).is_some_and(Value::is_object);
+    (has("sender") && (has("repository") || has("organization") || has("installation")))
+        || (v.get("zen").is_some() && v.get("hook_id").is_some())
 }
 
 /// A deployment's status: success → succeeded, failure/error → failed,
@@ -136,7 +150,7 @@ fn run(v: &Value, event: &str, config: &GithubConfig) -> Result<Vec<Canonical>, 
     let id = at(v, &format!("{event}.id")).map(Value::to_string).unwrap_or_default();
     let (name, time, actor, path) = match event {
         "workflow_run" => (
-            text(v, "workflow_run.name")?,
+            workflow_name(v)?,
             text(v, "workflow_run.updated_at")?,
             opt_text(v, "workflow_run.triggering_actor.login").or_else(|| opt_text(v, "workflow_run.actor.login")),
             format!(
@@ -176,6 +190,16 @@ fn run(v: &Value, event: &str, config: &GithubConfig) -> Result<Vec<Canonical>, 
         "pipeline_run_id": path,
     });
     Ok(vec![canonical(event)])
+}
+
+/// A workflow run's name, else (a run of a workflow with no `name:`) its
+/// workflow's name, else the workflow file's path, which is what GitHub
+/// shows for such a run.
+fn workflow_name(v: &Value) -> Result<String, MapError> {
+    ["workflow_run.name", "workflow.name", "workflow_run.path", "workflow.path"]
+        .iter()
+        .find_map(|path| opt_text(v, path).filter(|n| !n.trim().is_empty()))
+        .ok_or_else(|| MapError::Unmappable("the workflow run has no name and no workflow path".into()))
 }
 
 /// A code-scanning alert raised (created, reopened) on a commit: a SAST
