@@ -13,8 +13,12 @@ fn decode(format: &str, topic: &str, file: &str) -> (Option<i32>, Vec<Value>, St
 
 /// `vigil decode` with the test payloads' [native] config and `args`.
 fn decode_with(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
-    let out =
-        Command::new(VIGIL).args(["decode", "--config", "tests/payloads/native.toml"]).args(args).output().unwrap();
+    decode_using("tests/payloads/native.toml", args)
+}
+
+/// `vigil decode --config CONFIG` and `args`.
+fn decode_using(config: &str, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let out = Command::new(VIGIL).args(["decode", "--config", config]).args(args).output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     (out.status.code(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -194,11 +198,9 @@ fn decode_honours_the_decode_bounds_of_its_config() {
         path
     };
     let run = |config: &std::path::Path| {
-        let out = Command::new(VIGIL)
-            .args(["decode", "--config", config.to_str().unwrap(), "--format", "servicenow", "--topic", "change", file])
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let (code, _, stderr) =
+            decode_using(config.to_str().unwrap(), &["--format", "servicenow", "--topic", "change", file]);
+        (code, stderr)
     };
     // The payload's event is from 2026-11-20; ten years of age pass it.
     assert_eq!(run(&config("max_event_age = \"3650d\"")).0, Some(0));
@@ -207,6 +209,30 @@ fn decode_honours_the_decode_bounds_of_its_config() {
     let (code, stderr) = run(&config("max_message_bytes = 100"));
     assert_ne!(code, Some(0));
     assert!(stderr.contains("max_message_bytes"), "{stderr}");
+}
+
+/// A Jira change with no component or label takes its service from the
+/// configured project map; with neither, it is refused naming the setting.
+#[test]
+fn a_jira_issue_without_component_or_label_takes_its_projects_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = edited(&dir, "tests/payloads/jira-issue-approved.json", |v| {
+        v["issue"]["fields"]["components"] = serde_json::json!([]);
+        v["issue"]["fields"]["labels"] = serde_json::json!([]);
+    });
+    let (code, _, stderr) = decode("jira", "change", &bare);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("[native.jira] projects = { CHG = "), "{stderr}");
+    let config = dir.path().join("vigil.toml");
+    let native = std::fs::read_to_string("tests/payloads/native.toml").unwrap();
+    std::fs::write(&config, format!("{native}\n[native.jira]\nprojects = {{ CHG = \"ledger\" }}\n")).unwrap();
+    let (code, events, stderr) =
+        decode_using(config.to_str().unwrap(), &["--format", "auto", "--topic", "change", &bare]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(events[0]["service"], "ledger");
+    // A component, when there is one, still names the service.
+    let (_, events, _) = decode("jira", "change", "tests/payloads/jira-issue-approved.json");
+    assert_eq!(events[0]["service"], "payments");
 }
 
 #[test]

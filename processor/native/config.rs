@@ -13,6 +13,9 @@
 //! admin_privileges = true        # Okta admin role grants count as production access
 //! request_field = "debugContext.debugData.accessRequestId"  # where a grant names its request
 //!
+//! [native.jira]
+//! projects = { PAY = "payments" }  # project key → service, for issues with no component or label
+//!
 //! [native.kubernetes]
 //! namespaces = { payments-prod = "production" }  # namespace → environment; others are ignored
 //! pipeline_users = ["system:serviceaccount:argocd:argocd-application-controller"]
@@ -32,6 +35,17 @@ pub struct NativeConfig {
     pub okta: OktaConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    #[serde(default)]
+    pub jira: JiraConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraConfig {
+    /// Project key → service, for a change issue that names no component
+    /// or label.
+    #[serde(default)]
+    pub projects: BTreeMap<String, String>,
 }
 
 impl NativeConfig {

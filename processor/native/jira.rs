@@ -3,15 +3,18 @@
 //! is approved / rejected / implemented / closed / cancelled, and the
 //! webhook's `user` (who made the transition) is the actor — the approver
 //! for an approval. The service is the issue's first component, else its
-//! first label; the change type comes from the issue type's name
+//! first label, else what `[native.jira] projects` gives its project; an
+//! issue none of them names is refused, saying which setting to add. The
+//! change type comes from the issue type's name
 //! ("Emergency Change", "Standard Change", otherwise normal).
 
 use serde_json::{json, Value};
 
+use super::config::JiraConfig;
 use super::{at, canonical, opt_text, text, Canonical, MapError};
 use crate::schema::Topic;
 
-pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
+pub(super) fn map(topic: Topic, v: &Value, config: &JiraConfig) -> Result<Vec<Canonical>, MapError> {
     if topic != Topic::Change {
         return Err(MapError::Unmappable(format!("Jira issue webhooks map onto the change topic, not {topic}")));
     }
@@ -23,11 +26,20 @@ pub(super) fn map(topic: Topic, v: &Value) -> Result<Vec<Canonical>, MapError> {
     };
     let Some(action) = action else { return Ok(Vec::new()) }; // an edit, not a status change
     let key = text(v, "issue.key")?;
-    let service = at(v, "issue.fields.components.0.name")
-        .or_else(|| at(v, "issue.fields.labels.0"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| MapError::Unmappable(format!("issue {key} names no component or label for its service")))?;
+    // The project: its key, else the issue key's prefix (`PAY-12`).
+    let project = opt_text(v, "issue.fields.project.key")
+        .or_else(|| key.rsplit_once('-').map(|(p, _)| p.to_string()))
+        .unwrap_or_default();
+    let named = |path: &str| at(v, path).and_then(Value::as_str).filter(|s| !s.trim().is_empty()).map(str::to_string);
+    let service = named("issue.fields.components.0.name")
+        .or_else(|| named("issue.fields.labels.0"))
+        .or_else(|| config.projects.get(&project).cloned())
+        .ok_or_else(|| {
+            MapError::Unmappable(format!(
+                "issue {key} names no component or label for its service, and project `{project}` has no service \
+                 in the config; add it: [native.jira] projects = {{ {project} = \"<service>\" }}"
+            ))
+        })?;
     let time = at(v, "timestamp")
         .and_then(Value::as_i64)
         .ok_or_else(|| MapError::Unmappable("`timestamp` is missing or not epoch milliseconds".into()))?;

@@ -89,7 +89,7 @@ pub fn map(
     match format {
         NativeFormat::Github => github::map(topic, payload, &config.github),
         NativeFormat::Cdevents => cdevents::map(topic, payload),
-        NativeFormat::Jira => jira::map(topic, payload.value),
+        NativeFormat::Jira => jira::map(topic, payload.value, &config.jira),
         NativeFormat::Servicenow => servicenow::map(topic, payload.value),
         NativeFormat::Okta => okta::map(topic, payload.value, &config.okta),
         NativeFormat::Argocd => argocd::map(topic, payload.value),
