@@ -72,7 +72,7 @@ fn a_github_deployment_status_yields_a_deploy_with_its_commit_and_deployer() {
 }
 
 #[test]
-fn a_cdevents_test_suite_run_yields_a_test_of_the_commit_and_needs_one() {
+fn a_cdevents_test_suite_run_yields_a_test_of_the_commit_and_without_one_is_ignored_saying_why() {
     let (code, events, _) = decode("cdevents", "ci", "tests/payloads/cdevents-testsuiterun-finished.json");
     assert_eq!(code, Some(0));
     let e = &events[0];
@@ -83,9 +83,37 @@ fn a_cdevents_test_suite_run_yields_a_test_of_the_commit_and_needs_one() {
     let text = std::fs::read_to_string("tests/payloads/cdevents-testsuiterun-finished.json").unwrap();
     let no_commit = dir.path().join("no-commit.json");
     std::fs::write(&no_commit, text.replace("\"commit_sha\"", "\"commit\"")).unwrap();
-    let (code, _, stderr) = decode("cdevents", "ci", no_commit.to_str().unwrap());
-    assert_eq!(code, Some(1));
-    assert!(stderr.contains("customData.commit_sha"), "{stderr}");
+    let (code, events, stderr) = decode("cdevents", "ci", no_commit.to_str().unwrap());
+    assert_eq!((code, events.len()), (Some(0), 0), "{stderr}");
+    assert!(stderr.contains("nothing Vigil uses") && stderr.contains("customData.commit_sha"), "{stderr}");
+}
+
+/// The CDEvents spec's own events, which carry no customData, map with what
+/// they carry: an artifact packaged is a build of its digest (commit
+/// unknown, service from its purl); a review with no verdict is never an
+/// approval; the newer `deployment` subject is a deploy; a test suite run
+/// naming no commit is ignored with why.
+#[test]
+fn cdevents_as_the_spec_writes_them_map_with_what_they_carry() {
+    let digest = "sha256:7e42b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db93427";
+    let e = one("ci", "tests/payloads/cdevents-spec-artifact-packaged.json");
+    assert_eq!((e["kind"].as_str(), e["outcome"].as_str()), (Some("build"), Some("success")));
+    assert_eq!((e["artifact_digest"].as_str(), e["service"].as_str()), (Some(digest), Some("payments")));
+    assert_eq!(e["commit_sha"], "", "the commit is unknown, not invented");
+
+    let e = one("ci", "tests/payloads/cdevents-spec-change-reviewed.json");
+    assert_eq!(e["kind"], "pr_review");
+    assert_eq!(e["review_state"], "commented", "a review with no verdict is no approval");
+
+    let e = one("deploy", "tests/payloads/cdevents-spec-deployment-finished.json");
+    assert_eq!((e["service"].as_str(), e["environment"].as_str()), (Some("payments"), Some("production")));
+    assert_eq!((e["status"].as_str(), e["artifact_digest"].as_str()), (Some("succeeded"), Some(digest)));
+    assert_eq!(e["deploy_id"], "deploy-payments-prod-311");
+    assert_eq!(e["commit_sha"], "");
+
+    let (code, events, stderr) = decode("auto", "ci", "tests/payloads/cdevents-spec-testsuiterun-finished.json");
+    assert_eq!((code, events.len()), (Some(0), 0), "{stderr}");
+    assert!(stderr.contains("tested nothing known"), "{stderr}");
 }
 
 #[test]

@@ -477,10 +477,13 @@ fn decode(
     for file in files {
         let payload = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         match crate::native::decode_payload(format, topic, &payload, headers, &native, &limits) {
-            Ok(lines) if lines.is_empty() => {
-                eprintln!("{}: nothing Vigil uses (a valid payload that maps to no {topic} event)", file.display())
-            }
-            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Ok(decoded) if decoded.lines.is_empty() => match decoded.ignored {
+                Some(why) => eprintln!("{}: nothing Vigil uses: {why}", file.display()),
+                None => {
+                    eprintln!("{}: nothing Vigil uses (a valid payload that maps to no {topic} event)", file.display())
+                }
+            },
+            Ok(decoded) => decoded.lines.iter().for_each(|l| println!("{l}")),
             Err(e) => {
                 eprintln!("error: {}: {e}", file.display());
                 failed += 1;

@@ -429,10 +429,13 @@ impl Decoder {
         now_ms: i64,
     ) -> Result<Vec<Vec<Cell>>, DecodeError> {
         use crate::native::MapError;
-        let events = crate::native::map(native, self.schema.topic, payload, &self.native).map_err(|e| match e {
-            MapError::Json(m) => DecodeError::Json(m),
-            MapError::Unmappable(m) => DecodeError::Unmappable(m),
-        })?;
+        let events = match crate::native::map(native, self.schema.topic, payload, &self.native) {
+            Ok(events) => events,
+            // Counted as ignored, as a payload that maps to nothing is.
+            Err(MapError::Ignored(_)) => Vec::new(),
+            Err(MapError::Json(m)) => return Err(DecodeError::Json(m)),
+            Err(MapError::Unmappable(m)) => return Err(DecodeError::Unmappable(m)),
+        };
         let mut rows = Vec::with_capacity(events.len());
         for event in events {
             let row = json::object_row(&self.schema, &event)?;

@@ -3,12 +3,23 @@
 //! (the record is the CDEvent, the `ce_` headers carry the CloudEvent
 //! attributes), or the bare CDEvent. `customData` carries what CDEvents
 //! lacks (commit, actor, approver). Mapped:
-//! - onto deploy: service.deployed/upgraded/rolledback;
+//! - onto deploy: service.deployed/upgraded/rolledback, and the newer
+//!   spec's deployment.started/finished (the act of deploying; its subject
+//!   is the deployment, its service customData.service or the artifact's
+//!   name);
 //! - onto ci: change.merged/reviewed, testsuiterun.finished,
 //!   pipelinerun.finished and build.finished (builds), artifact.packaged/
 //!   published (a build of the artifact's digest);
 //! - onto change: ticket.created/updated/closed (the ticket is the change
 //!   request; an update is a decision when customData.action says which).
+//!
+//! The spec's own events carry no customData: each maps with what it does
+//! carry, the commit left unknown (empty), so a control that needs it
+//! finds nothing and fails. An artifact or a build of one still evidences
+//! the artifact's digest. A test suite run or pipeline run naming no commit
+//! evidences nothing (what it tested is unknown) and is ignored with that
+//! reason. `change.reviewed` carries no verdict: unless customData says
+//! one, the review is `commented`, never an approval.
 //!
 //! Every other CDEvents type (incident.*, *.started, …) is valid and says
 //! nothing a control reads: ignored and counted, never dead-lettered.
@@ -19,10 +30,12 @@ use super::{at, canonical, opt_text, text, Canonical, MapError, Payload};
 use crate::schema::Topic;
 
 /// The mapped `subject.predicate` pairs and the topic each maps onto.
-const MAPPED: [(&str, &str, Topic); 13] = [
+const MAPPED: [(&str, &str, Topic); 15] = [
     ("service", "deployed", Topic::Deploy),
     ("service", "upgraded", Topic::Deploy),
     ("service", "rolledback", Topic::Deploy),
+    ("deployment", "started", Topic::Deploy),
+    ("deployment", "finished", Topic::Deploy),
     ("change", "merged", Topic::Ci),
     ("change", "reviewed", Topic::Ci),
     ("testsuiterun", "finished", Topic::Ci),
@@ -91,6 +104,7 @@ pub(super) fn map(topic: Topic, p: Payload<'_>) -> Result<Vec<Canonical>, MapErr
     let e = Event { event, ctx: &ctx };
     let mapped = match (subject, predicate) {
         ("service", _) => e.deploy(predicate)?,
+        ("deployment", _) => e.deployment(predicate)?,
         ("change", _) => e.change(predicate)?,
         ("testsuiterun", _) => e.test_run()?,
         ("pipelinerun" | "build", _) => e.build(predicate == "finished" && subject == "pipelinerun")?,
@@ -115,12 +129,52 @@ impl Event<'_> {
         format!("cdevents:{}:{}", self.ctx.source, self.ctx.id)
     }
 
-    fn commit(&self, what: &str) -> Result<String, MapError> {
-        self.custom("commit_sha").ok_or_else(|| {
-            MapError::Unmappable(format!(
-                "customData.commit_sha is missing: {what} that names no commit cannot evidence a deploy"
-            ))
-        })
+    /// The commit, or why an event without one evidences nothing.
+    fn commit_or_ignore(&self, why: &'static str) -> Result<String, MapError> {
+        self.custom("commit_sha").ok_or(MapError::Ignored(why))
+    }
+
+    /// The commit when customData names it; unknown (empty) otherwise.
+    fn commit_if_known(&self) -> String {
+        self.custom("commit_sha").unwrap_or_default()
+    }
+
+    /// customData.service, else the name in the artifact's purl.
+    fn service_of(&self, purl: Option<&str>) -> Option<String> {
+        self.custom("service").or_else(|| purl.and_then(purl_name))
+    }
+
+    /// deployment.started/finished: the act of deploying an artifact to an
+    /// environment (finished: by its outcome).
+    fn deployment(&self, predicate: &str) -> Result<Option<Value>, MapError> {
+        let event = self.event;
+        let artifact = opt_text(event, "subject.content.artifactId");
+        let digest = artifact.as_deref().map(purl_digest).transpose()?;
+        let service = self.service_of(artifact.as_deref()).ok_or_else(|| {
+            MapError::Unmappable("customData.service is missing and the deployment names no artifact".into())
+        })?;
+        let status = match (predicate, opt_text(event, "subject.content.outcome").as_deref()) {
+            ("started", _) => "started",
+            (_, Some("success")) => "succeeded",
+            (_, Some("cancel" | "cancelled")) => {
+                return Err(MapError::Ignored("a cancelled deployment changed nothing"))
+            }
+            _ => "failed",
+        };
+        let actor = self.custom("actor");
+        Ok(Some(json!({
+            "event_id": self.id(),
+            "event_time": self.ctx.time,
+            "deploy_id": self.custom("deploy_id").unwrap_or_else(|| text(event, "subject.id").unwrap_or_else(|_| self.ctx.id.clone())),
+            "service": service,
+            "environment": text(event, "subject.content.environment.id")?,
+            "commit_sha": self.commit_if_known(),
+            "artifact_digest": digest,
+            "automated": actor.is_none() || self.custom("automated").is_some_and(|a| a == "true"),
+            "actor": actor.unwrap_or_else(|| self.ctx.source.clone()),
+            "change_id": self.custom("change_id"),
+            "status": status,
+        })))
     }
 
     fn deploy(&self, predicate: &str) -> Result<Option<Value>, MapError> {
@@ -159,12 +213,16 @@ impl Event<'_> {
             "pr_number": self.custom("pr_number").and_then(|n| n.parse::<i64>().ok()),
             "actor": self.custom("actor"),
             "author": self.custom("author"),
-            "review_state": (predicate == "reviewed").then(|| self.custom("review_state").unwrap_or_else(|| "approved".into())),
+            // The spec's review has no verdict: never an approval unless
+            // customData says so.
+            "review_state": (predicate == "reviewed")
+                .then(|| self.custom("review_state").map_or_else(|| "commented".into(), |s| s.to_lowercase())),
         })))
     }
 
     fn test_run(&self) -> Result<Option<Value>, MapError> {
-        let commit = self.commit("a test run")?;
+        let commit =
+            self.commit_or_ignore("a test suite run naming no commit (customData.commit_sha) tested nothing known")?;
         let service = self
             .custom("service")
             .unwrap_or_else(|| text(self.event, "subject.content.testSuite.name").unwrap_or_default());
@@ -184,16 +242,22 @@ impl Event<'_> {
     /// pipelineRun.finished (its outcome) or build.finished (a build that
     /// finished produced its artifact: success).
     fn build(&self, pipeline: bool) -> Result<Option<Value>, MapError> {
-        let commit = self.commit(if pipeline { "a pipeline run" } else { "a build" })?;
-        let digest = opt_text(self.event, "subject.content.artifactId")
-            .or_else(|| self.custom("artifact_id"))
-            .as_deref()
-            .map(purl_digest)
-            .transpose()?
-            .or_else(|| self.custom("artifact_digest"));
+        let purl = opt_text(self.event, "subject.content.artifactId").or_else(|| self.custom("artifact_id"));
+        let digest = purl.as_deref().map(purl_digest).transpose()?.or_else(|| self.custom("artifact_digest"));
+        // A build of a known artifact evidences its digest; with neither a
+        // commit nor an artifact, a run evidences nothing.
+        let commit = match (&digest, pipeline) {
+            (Some(_), false) => self.commit_if_known(),
+            (_, true) => {
+                self.commit_or_ignore("a pipeline run naming no commit (customData.commit_sha) built nothing known")?
+            }
+            (None, false) => {
+                self.commit_or_ignore("a build naming neither a commit nor an artifact built nothing known")?
+            }
+        };
         let name = opt_text(self.event, "subject.content.pipelineName");
-        let service = self.custom("service").or(name).ok_or_else(|| {
-            MapError::Unmappable("customData.service is missing (and the event names no pipeline)".into())
+        let service = self.service_of(purl.as_deref()).or(name).ok_or_else(|| {
+            MapError::Unmappable("customData.service is missing (and the event names no pipeline or artifact)".into())
         })?;
         let outcome = if pipeline { outcome(&text(self.event, "subject.content.outcome")?) } else { "success" };
         Ok(Some(self.ci_build(commit, service, outcome, digest, Some(text(self.event, "subject.id")?))))
@@ -202,10 +266,12 @@ impl Event<'_> {
     /// artifact.packaged/published: CI made (or pushed) the artifact whose
     /// purl is the subject — a successful build of that digest.
     fn artifact(&self) -> Result<Option<Value>, MapError> {
-        let commit = self.commit("an artifact")?;
-        let digest = purl_digest(&text(self.event, "subject.id")?)?;
-        let service =
-            self.custom("service").ok_or_else(|| MapError::Unmappable("customData.service is missing".into()))?;
+        let commit = self.commit_if_known();
+        let purl = text(self.event, "subject.id")?;
+        let digest = purl_digest(&purl)?;
+        let service = self.service_of(Some(&purl)).ok_or_else(|| {
+            MapError::Unmappable(format!("customData.service is missing and `{purl}` names no artifact"))
+        })?;
         Ok(Some(self.ci_build(commit, service, "success", Some(digest), self.custom("pipeline_run_id"))))
     }
 
@@ -303,6 +369,15 @@ pub(crate) fn purl_digest(purl: &str) -> Result<String, MapError> {
     Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
+/// `pkg:oci/myapp@sha256%3A…` → `myapp` (the purl's name, without its
+/// namespace).
+fn purl_name(purl: &str) -> Option<String> {
+    let rest = purl.strip_prefix("pkg:")?;
+    let path = rest.split(['@', '?', '#']).next()?;
+    let name = path.rsplit('/').next()?;
+    (!name.is_empty() && path.contains('/')).then(|| name.replace("%40", "@"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +391,8 @@ mod tests {
             format!("sha256:{d}")
         );
         assert!(purl_digest("pkg:oci/myapp@latest").is_err());
+        assert_eq!(purl_name(&format!("pkg:oci/myapp@sha256%3A{d}")).as_deref(), Some("myapp"));
+        assert_eq!(purl_name("pkg:maven/org.acme/ledger@1.0").as_deref(), Some("ledger"));
+        assert_eq!(purl_name("not-a-purl"), None);
     }
 }

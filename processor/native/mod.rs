@@ -54,6 +54,10 @@ pub enum MapError {
     Json(String),
     #[error("{0}")]
     Unmappable(String),
+    /// Valid, and of a kind Vigil maps, but this one can evidence nothing
+    /// (e.g. a test run naming no commit): ignored and counted, with why.
+    #[error("ignored: {0}")]
+    Ignored(&'static str),
 }
 
 /// One canonical event.
@@ -148,7 +152,7 @@ pub fn decode_payload(
     headers: &[(String, Option<Vec<u8>>)],
     config: &NativeConfig,
     limits: &crate::decode::Limits,
-) -> Result<Vec<String>, String> {
+) -> Result<Decoded, String> {
     use crate::decode::Format;
     if payload.len() > limits.max_bytes {
         return Err(crate::decode::DecodeError::Oversize { size: payload.len(), max: limits.max_bytes }.to_string());
@@ -164,8 +168,9 @@ pub fn decode_payload(
         Format::Json => None,
         Format::Avro | Format::AvroPlain => return Err("vigil decode reads JSON payloads; Avro is canonical".into()),
     };
-    let events = match native {
-        Some(n) => map(n, topic, parsed, config).map_err(|e| e.to_string())?,
+    let events = match native.map(|n| map(n, topic, parsed, config)) {
+        Some(Err(MapError::Ignored(why))) => return Ok(Decoded { lines: Vec::new(), ignored: Some(why) }),
+        Some(mapped) => mapped.map_err(|e| e.to_string())?,
         None => vec![canonical(value.clone())],
     };
     let mut lines = Vec::with_capacity(events.len());
@@ -177,7 +182,14 @@ pub fn decode_payload(
         }
         lines.push(String::from_utf8_lossy(&json).into_owned());
     }
-    Ok(lines)
+    Ok(Decoded { lines, ignored: None })
+}
+
+/// What `vigil decode` prints for a payload: its canonical events as JSON
+/// lines; none, and why, when it is ignored for a reason.
+pub struct Decoded {
+    pub lines: Vec<String>,
+    pub ignored: Option<&'static str>,
 }
 
 /// A JSON object without its null fields (absent is how the canonical form
