@@ -114,6 +114,48 @@ fn a_period_exported_in_three_formats_replays_to_the_ground_truth() {
     assert_eq!(found, expected, "missing: {:?}", expected.difference(&found).collect::<Vec<_>>());
 }
 
+/// What the README's replay example does: `vigil generate --out DIR` writes
+/// the organisation's identity map beside its events and `vigil replay DIR`
+/// finds it, saying so, and decides exactly the truth; without it, replay
+/// says people are compared by name, and misses the violations that need
+/// one person's names in two tools tied together.
+#[test]
+fn replay_finds_the_identity_map_generate_wrote_and_says_when_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let status =
+        Command::new(VIGIL).args(["generate", "--events", "6000", "--seed", "3", "--out"]).arg(&data).status().unwrap();
+    assert!(status.success());
+    let truth: Truth = serde_json::from_str(&std::fs::read_to_string(data.join("truth.json")).unwrap()).unwrap();
+    let expected: std::collections::BTreeSet<String> = truth.violations.into_iter().map(|v| v.id).collect();
+    let replay = || {
+        let out = dir.path().join("violations.jsonl");
+        let run = Command::new(VIGIL)
+            .arg("replay")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(["--until", "2030-01-01T00:00:00Z"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(run.status.success(), "{stderr}");
+        let found: std::collections::BTreeSet<String> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+            .collect();
+        (found, stderr)
+    };
+    let (found, stderr) = replay();
+    assert!(stderr.contains("identities.toml"), "{stderr}");
+    assert_eq!(found, expected);
+    std::fs::remove_file(data.join("identities.toml")).unwrap();
+    let (found, stderr) = replay();
+    assert!(stderr.contains("no identity map"), "{stderr}");
+    assert!(found.len() < expected.len(), "without the map, names that differ between tools are different people");
+}
+
 /// `vigil bench` in miniature (in-process only): every figure is written,
 /// and the core run's violations equal the ground truth.
 #[test]

@@ -70,7 +70,7 @@ pub enum Command {
         /// Payload encoding when producing to Kafka.
         #[arg(long, value_enum, default_value_t = Encoding::Avro)]
         format: Encoding,
-        /// Write <topic>.jsonl files and truth.json here instead.
+        /// Write <topic>.jsonl files, truth.json and identities.toml here instead.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Where to write the ground truth (default: truth.json in --out, or stdout).
@@ -409,6 +409,11 @@ async fn generate_cmd(
         }
         let path = truth_path.unwrap_or_else(|| dir.join("truth.json"));
         std::fs::write(&path, &truth_json).with_context(|| format!("writing {}", path.display()))?;
+        // Its people have a name in each tool: `vigil replay DIR` finds the
+        // map that ties them together here.
+        let path = dir.join(crate::replay::IDENTITIES_FILE);
+        std::fs::write(&path, crate::generate::identities_toml())
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
             "generate: {} events and {} expected violations in {}",
             stream.len(),

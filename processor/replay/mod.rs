@@ -52,6 +52,59 @@ pub struct ReplayArgs {
     /// the newest event's time.
     #[arg(long, value_parser = parse_time)]
     pub until: Option<i64>,
+    /// An [identities] table (principal = [its names in each tool]) to
+    /// compare people by, in place of the config's. Default: the config's,
+    /// else an identities.toml in an input directory (as `vigil generate
+    /// --out` writes).
+    #[arg(long)]
+    pub identities: Option<PathBuf>,
+}
+
+/// The identity map `vigil generate --out DIR` writes beside its events.
+pub const IDENTITIES_FILE: &str = "identities.toml";
+
+/// Sets `config`'s identity map from `--identities`, else (when the config
+/// has none) from an identities.toml in an input directory; says on stderr
+/// which map people are compared by, or that there is none.
+fn identities(config: &mut Config, args: &ReplayArgs) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        identities: BTreeMap<String, Vec<String>>,
+    }
+    let beside = || {
+        args.inputs
+            .iter()
+            .map(|a| a.split_once('=').map_or(a.as_str(), |(_, p)| p))
+            .map(|p| std::path::Path::new(p).join(IDENTITIES_FILE))
+            .find(|p| p.is_file())
+    };
+    let path = match &args.identities {
+        Some(path) => Some(path.clone()),
+        None if config.identities.is_empty() => beside(),
+        None => {
+            eprintln!("replay: people compared through the config's identity map");
+            return Ok(());
+        }
+    };
+    let Some(path) = path else {
+        eprintln!(
+            "replay: no identity map — a person is compared by the name each tool gives them; \
+             give --identities FILE (an [identities] table) if their names differ between tools"
+        );
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: File = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let map =
+        crate::identity::Identities::new(&file.identities).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    eprintln!(
+        "replay: people compared through the identity map in {} ({} people)",
+        path.display(),
+        file.identities.len()
+    );
+    config.identities = std::sync::Arc::new(map);
+    Ok(())
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
@@ -64,10 +117,11 @@ fn parse_time(text: &str) -> Result<i64, String> {
 const CHUNK: usize = 8192;
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(anyhow::Error::msg)?,
         None => Config::validate(RawConfig::default()).map_err(anyhow::Error::msg)?,
     };
+    identities(&mut config, &args)?;
     let sources = crate::cli::sources(args.queries.as_ref().or(config.controls_dir.as_ref()))?;
     let mut files = Vec::new();
     for arg in &args.inputs {
