@@ -159,7 +159,10 @@ impl Event<'_> {
             (_, Some("cancel" | "cancelled")) => {
                 return Err(MapError::Ignored("a cancelled deployment changed nothing"))
             }
-            _ => "failed",
+            (_, Some("fail" | "failure" | "error")) => "failed",
+            // No outcome, or one not known: judged as a deploy that happened,
+            // so the deploy controls look at it (fail closed).
+            _ => "succeeded",
         };
         let actor = self.custom("actor");
         Ok(Some(json!({
