@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 mod check;
+mod decode;
 
 use crate::config::Config;
 use crate::controls::{builtin_sources, load_dir, ControlSource};
@@ -242,7 +243,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             Ok(if report.failed() == 0 { 0 } else { 1 })
         }
         Command::Check { config, queries, connect } => check(config, queries, connect).await,
-        Command::Decode { format, topic, headers, config, files } => decode(format, topic, &headers, config, &files),
+        Command::Decode { format, topic, headers, config, files } => {
+            decode::decode(format, topic, &headers, config, &files)
+        }
         Command::Verify { archive, brokers, topic } => {
             let report = match (archive, brokers) {
                 (Some(dir), _) => crate::audit::verify_archive(&dir)?,
@@ -459,43 +462,6 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// `vigil decode`: what each payload file maps to; 1 if any cannot be read.
-fn decode(
-    format: crate::decode::Format,
-    topic: Topic,
-    headers: &[(String, Option<Vec<u8>>)],
-    config: Option<PathBuf>,
-    files: &[PathBuf],
-) -> anyhow::Result<i32> {
-    // The same [native] mapping and [decode] bounds `vigil run` applies.
-    let (native, limits) = match config {
-        Some(path) => {
-            let config = Config::load(&path).map_err(anyhow::Error::msg)?;
-            let limits = crate::decode::Limits { time: config.time_bounds, max_bytes: config.max_message_bytes };
-            (config.native.as_ref().clone(), limits)
-        }
-        None => (crate::native::NativeConfig::default(), crate::decode::Limits::default()),
-    };
-    let mut failed = 0;
-    for file in files {
-        let payload = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        match crate::native::decode_payload(format, topic, &payload, headers, &native, &limits) {
-            Ok(decoded) if decoded.lines.is_empty() => match decoded.ignored {
-                Some(why) => eprintln!("{}: nothing Vigil uses: {why}", file.display()),
-                None => {
-                    eprintln!("{}: nothing Vigil uses (a valid payload that maps to no {topic} event)", file.display())
-                }
-            },
-            Ok(decoded) => decoded.lines.iter().for_each(|l| println!("{l}")),
-            Err(e) => {
-                eprintln!("error: {}: {e}", file.display());
-                failed += 1;
-            }
-        }
-    }
-    Ok(i32::from(failed > 0))
 }
 
 fn parse_header(text: &str) -> Result<(String, Option<Vec<u8>>), String> {
